@@ -1,0 +1,428 @@
+"""Multi-view datasets: loading, normalisation, synthetic generation and view orders.
+
+File layouts read by :func:`load_multiview`:
+
+* ``.mat`` (MATLAB v5/v6/v7, read with :func:`scipy.io.loadmat`): a cell array ``X`` with one
+  entry per view (an ``M x 1`` or ``1 x M`` cell). Each entry is an ``N x D_m`` or ``D_m x N``
+  matrix, dense or sparse, of any real numeric dtype; the orientation is decided from the
+  label count ``N`` (a square ``N x N`` view is taken as ``N x D``). Labels are a row or
+  column vector under the first present key of ``y``, ``Y``, ``gt``, ``truth``, ``label``,
+  ``labels``; any integer values are remapped to ``0..C-1`` in sorted order.
+  MATLAB v7.3 (HDF5) files are not supported: re-save them with ``save(..., '-v7')``.
+* ``.npz``: dense arrays ``X0, X1, ..., X{M-1}`` (one per view, same orientation rule) and
+  the labels under the same keys as above (normally ``y``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+import scipy.sparse
+
+__all__ = [
+    "DATA_DIR_ENV",
+    "DATASET_FILES",
+    "LABEL_KEYS",
+    "NORMALISATIONS",
+    "DatasetFormatError",
+    "MultiViewDataset",
+    "load_dataset",
+    "load_multiview",
+    "make_synthetic",
+    "normalise_view",
+    "resolve_data_dir",
+    "view_orders",
+]
+
+DATA_DIR_ENV = "OTM_FED_DATA_DIR"
+"""Environment variable naming the directory that holds the dataset files."""
+
+DATASET_FILES: dict[str, str] = {
+    "orl": "ORL.mat",
+    "movies": "Movies.mat",
+    "prokaryotic": "Prokaryotic.mat",
+    "handwritten": "Handwritten.mat",
+}
+"""Known dataset names and their file names inside the data directory."""
+
+LABEL_KEYS: tuple[str, ...] = ("y", "Y", "gt", "truth", "label", "labels")
+"""Keys searched, in order, for the ground-truth labels."""
+
+NORMALISATIONS: tuple[str, ...] = ("zscore", "l2", "tfidf", "minmax", "none")
+"""Valid ``method`` values of :func:`normalise_view`."""
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_NPZ_VIEW_KEY = re.compile(r"X(\d+)")
+
+
+class DatasetFormatError(ValueError):
+    """A dataset file exists but does not follow a supported multi-view layout."""
+
+
+@dataclass(frozen=True)
+class MultiViewDataset:
+    """Row-aligned views of the same ``N`` objects plus their class labels.
+
+    ``views`` are stored as C-contiguous ``float32`` ``N x D_m`` arrays and ``labels`` as
+    ``int64`` values ``0..C-1`` with every class present (inputs are converted on creation).
+    """
+
+    name: str
+    views: list[np.ndarray]
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.views) == 0:
+            raise ValueError(f"dataset {self.name!r}: needs at least one view, got none")
+        labels = np.asarray(self.labels)
+        if labels.ndim != 1 or labels.size == 0:
+            raise ValueError(
+                f"dataset {self.name!r}: labels must be a non-empty 1-D array, got shape {labels.shape}"
+            )
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"dataset {self.name!r}: labels must be integers, got dtype {labels.dtype}")
+        n = labels.shape[0]
+        present = np.unique(labels)
+        if present[0] != 0 or present[-1] != present.size - 1:
+            raise ValueError(
+                f"dataset {self.name!r}: labels must be consecutive 0..C-1, got values "
+                f"{present[:10].tolist()}{'...' if present.size > 10 else ''}"
+            )
+        views = []
+        for m, view in enumerate(self.views):
+            view = np.ascontiguousarray(view, dtype=np.float32)
+            if view.ndim != 2 or view.shape[1] == 0:
+                raise ValueError(
+                    f"dataset {self.name!r}: view {m} must be a 2-D N x D array with D >= 1, "
+                    f"got shape {view.shape}"
+                )
+            if view.shape[0] != n:
+                raise ValueError(
+                    f"dataset {self.name!r}: view {m} has {view.shape[0]} rows but there are "
+                    f"{n} labels; all views need the same number of rows"
+                )
+            n_bad = int(np.count_nonzero(~np.isfinite(view)))
+            if n_bad:
+                raise ValueError(
+                    f"dataset {self.name!r}: view {m} contains {n_bad} non-finite values (NaN/inf)"
+                )
+            views.append(view)
+        object.__setattr__(self, "views", views)
+        object.__setattr__(self, "labels", labels.astype(np.int64))
+
+    @property
+    def n_samples(self) -> int:
+        """Number of objects ``N`` (rows of every view)."""
+        return int(self.labels.shape[0])
+
+    @property
+    def n_views(self) -> int:
+        """Number of views (modalities) ``M``."""
+        return len(self.views)
+
+    @property
+    def n_classes(self) -> int:
+        """Number of ground-truth classes ``C``."""
+        return int(self.labels.max()) + 1
+
+    @property
+    def view_dims(self) -> tuple[int, ...]:
+        """Feature dimension ``D_m`` of each view."""
+        return tuple(int(v.shape[1]) for v in self.views)
+
+
+def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
+    """Directory holding the dataset files.
+
+    Order: the explicit ``data_dir``, else ``$OTM_FED_DATA_DIR``, else ``<repo>/../shared/data``
+    if it exists (``<repo>`` is the parent of the ``otm_fed`` package), else ``./data``.
+    """
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if shared.is_dir():
+        return shared
+    return Path("data")
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None) -> MultiViewDataset:
+    """Load a known dataset (``orl``, ``movies``, ``prokaryotic``, ``handwritten``; any case) or a file path.
+
+    Known datasets are named by their lower-case key; files by their stem.
+    """
+    key = name.lower()
+    if key in DATASET_FILES:
+        return load_multiview(resolve_data_dir(data_dir) / DATASET_FILES[key], name=key)
+    path = Path(name).expanduser()
+    if path.is_file() or path.suffix.lower() in (".mat", ".npz") or os.sep in name:
+        return load_multiview(path)
+    raise ValueError(
+        f"unknown dataset {name!r}; known names are {sorted(DATASET_FILES)}, "
+        "or pass the path of a .mat/.npz file"
+    )
+
+
+def load_multiview(path: str | Path, name: str | None = None) -> MultiViewDataset:
+    """Read a multi-view ``.mat`` or ``.npz`` file (layouts in the module docstring)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"dataset file not found: {path}; pass --data-dir or set {DATA_DIR_ENV} to the "
+            "directory holding the dataset files"
+        )
+    suffix = path.suffix.lower()
+    if suffix == ".mat":
+        raw_views, raw_labels = _read_mat(path)
+    elif suffix == ".npz":
+        raw_views, raw_labels = _read_npz(path)
+    else:
+        raise DatasetFormatError(f"{path}: expected a .mat or .npz file, found suffix {path.suffix!r}")
+    labels = _parse_labels(path, raw_labels)
+    views = [_orient_view(path, m, v, labels.shape[0]) for m, v in enumerate(raw_views)]
+    try:
+        return MultiViewDataset(name=name or path.stem, views=views, labels=labels)
+    except ValueError as exc:
+        raise DatasetFormatError(f"{path}: {exc}") from None
+
+
+def _layout_error(path: Path, found: str) -> DatasetFormatError:
+    """The standard 'expected ... found ...' error for a file with the wrong keys."""
+    views = "arrays X0, X1, ..." if path.suffix.lower() == ".npz" else "a cell array 'X' of per-view matrices"
+    return DatasetFormatError(
+        f"{path}: expected {views} and labels under one of {'/'.join(LABEL_KEYS)}; found {found}"
+    )
+
+
+def _find_labels(path: Path, contents: dict[str, object]) -> object:
+    """The value under the first label key present, or a layout error."""
+    for key in LABEL_KEYS:
+        if key in contents:
+            return contents[key]
+    raise _layout_error(path, f"keys {sorted(contents)}")
+
+
+def _is_hdf5(path: Path) -> bool:
+    """True if the file carries an HDF5 signature at offset 0 or 512 (MATLAB v7.3)."""
+    with path.open("rb") as fh:
+        head = fh.read(512 + len(_HDF5_SIGNATURE))
+    return head.startswith(_HDF5_SIGNATURE) or head[512:].startswith(_HDF5_SIGNATURE)
+
+
+def _read_mat(path: Path) -> tuple[list[object], object]:
+    """Raw per-view matrices and the raw label array of a MATLAB v5 file."""
+    v73_error = DatasetFormatError(
+        f"{path}: this is a MATLAB v7.3 (HDF5) file, which is not supported; "
+        "re-save it in MATLAB with save(..., '-v7') or convert it to .npz"
+    )
+    if _is_hdf5(path):
+        raise v73_error
+    try:
+        contents = scipy.io.loadmat(path)
+    except NotImplementedError:  # scipy's answer to a v7.3 header
+        raise v73_error from None
+    except Exception as exc:  # scipy raises many types for malformed files
+        raise DatasetFormatError(
+            f"{path}: expected a MATLAB v5 .mat file readable by scipy.io.loadmat; "
+            f"reading failed with {type(exc).__name__}: {exc}"
+        ) from None
+    contents = {k: v for k, v in contents.items() if not k.startswith("__")}
+    if "X" not in contents:
+        raise _layout_error(path, f"keys {sorted(contents)}")
+    labels = _find_labels(path, contents)
+    cell = contents["X"]
+    if not (isinstance(cell, np.ndarray) and cell.dtype == object):
+        raise _layout_error(path, f"'X' of type {type(cell).__name__} "
+                                  f"{getattr(cell, 'dtype', '')} instead of a cell array")
+    if cell.ndim != 2 or min(cell.shape) != 1:
+        raise DatasetFormatError(
+            f"{path}: expected 'X' to be an M x 1 or 1 x M cell of views, found a {cell.shape} cell"
+        )
+    return list(cell.ravel()), labels
+
+
+def _read_npz(path: Path) -> tuple[list[object], object]:
+    """Raw per-view arrays and the raw label array of an ``.npz`` file."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            contents = {key: archive[key] for key in archive.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise DatasetFormatError(
+            f"{path}: expected an .npz archive of plain numeric arrays; "
+            f"reading failed with {type(exc).__name__}: {exc}"
+        ) from None
+    indices = sorted(int(m.group(1)) for k in contents if (m := _NPZ_VIEW_KEY.fullmatch(k)))
+    if not indices:
+        raise _layout_error(path, f"keys {sorted(contents)}")
+    if indices != list(range(len(indices))):
+        raise DatasetFormatError(
+            f"{path}: expected view keys X0..X{len(indices) - 1} without gaps, "
+            f"found X{', X'.join(map(str, indices))}"
+        )
+    labels = _find_labels(path, contents)
+    return [contents[f"X{i}"] for i in indices], labels
+
+
+def _parse_labels(path: Path, raw: object) -> np.ndarray:
+    """A label vector remapped to ``0..C-1`` (sorted order of the original values)."""
+    arr = np.asarray(raw)
+    if arr.dtype.kind not in "biuf" or arr.size == 0 or sum(s > 1 for s in arr.shape) > 1:
+        raise DatasetFormatError(
+            f"{path}: expected labels as a non-empty numeric row or column vector, "
+            f"found an array of shape {arr.shape} and dtype {arr.dtype}"
+        )
+    arr = arr.ravel()
+    if arr.dtype.kind == "f" and not (np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
+        raise DatasetFormatError(
+            f"{path}: expected integer-valued labels, found non-integer or non-finite values"
+        )
+    _, labels = np.unique(arr, return_inverse=True)
+    return labels.astype(np.int64)
+
+
+def _orient_view(path: Path, index: int, raw: object, n: int) -> np.ndarray:
+    """A dense ``N x D`` array from an ``N x D`` or ``D x N`` (possibly sparse) matrix."""
+    if scipy.sparse.issparse(raw):
+        raw = raw.toarray()
+    arr = np.asarray(raw)
+    if arr.dtype.kind not in "biuf" or arr.ndim != 2:
+        raise DatasetFormatError(
+            f"{path}: expected view {index} to be a 2-D real numeric matrix, "
+            f"found shape {arr.shape} and dtype {arr.dtype}"
+        )
+    if arr.shape[0] != n:
+        if arr.shape[1] != n:
+            raise DatasetFormatError(
+                f"{path}: expected view {index} to be N x D or D x N with N = {n} (the number of "
+                f"labels), found shape {arr.shape}"
+            )
+        arr = arr.T
+    n_bad = int(np.count_nonzero(~np.isfinite(arr)))
+    if n_bad:
+        raise DatasetFormatError(
+            f"{path}: expected finite values, found {n_bad} NaN/inf entries in view {index}"
+        )
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def normalise_view(x: np.ndarray, method: str) -> np.ndarray:
+    """Normalise one ``N x D`` view using statistics of ``x`` alone; returns ``float32``.
+
+    * ``zscore``: per feature, mean 0 and (population) std 1; constant features become 0.
+    * ``l2``: each row scaled to unit L2 norm; all-zero rows stay zero.
+    * ``tfidf``: for non-negative counts: ``tf * (ln((1 + N) / (1 + df)) + 1)`` (scikit-learn's
+      smoothed ``TfidfTransformer``), then row L2.
+    * ``minmax``: per feature to ``[0, 1]``; constant features become 0.
+    * ``none``: a ``float32`` copy.
+    """
+    if method not in NORMALISATIONS:
+        raise ValueError(f"unknown normalisation {method!r}; valid methods are {list(NORMALISATIONS)}")
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise ValueError(f"expected a 2-D N x D view with N >= 1, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("view contains non-finite values (NaN/inf)")
+    if method == "zscore":
+        out = _scale_columns(arr - arr.mean(axis=0), arr.std(axis=0), _constant_columns(arr))
+    elif method == "minmax":
+        out = _scale_columns(arr - arr.min(axis=0), np.ptp(arr, axis=0), _constant_columns(arr))
+    elif method == "l2":
+        out = _l2_rows(arr)
+    elif method == "tfidf":
+        if np.any(arr < 0):
+            raise ValueError("tfidf expects non-negative counts, but the view has negative values")
+        df = np.count_nonzero(arr, axis=0)
+        idf = np.log((1.0 + arr.shape[0]) / (1.0 + df)) + 1.0
+        out = _l2_rows(arr * idf)
+    else:
+        out = arr
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _constant_columns(arr: np.ndarray) -> np.ndarray:
+    """Boolean mask of features that take a single value."""
+    return arr.max(axis=0) == arr.min(axis=0)
+
+
+def _scale_columns(centred: np.ndarray, scale: np.ndarray, constant: np.ndarray) -> np.ndarray:
+    """``centred / scale`` per column, with constant columns set to 0."""
+    out = centred / np.where(constant, 1.0, scale)
+    out[:, constant] = 0.0
+    return out
+
+
+def _l2_rows(arr: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm; zero rows stay zero."""
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    return arr / np.where(norms > 0, norms, 1.0)
+
+
+def make_synthetic(
+    n_samples: int = 600,
+    n_clusters: int = 6,
+    view_dims: tuple[int, ...] = (40, 30, 20),
+    latent_dim: int = 8,
+    weak_view: int | None = 2,
+    noise: float = 0.1,
+    weak_noise: float = 1.0,
+    seed: int = 0,
+    return_hidden: bool = False,
+) -> MultiViewDataset | tuple[MultiViewDataset, np.ndarray]:
+    """Synthetic multi-view clusters with one deliberately weak view.
+
+    Generative model (every random draw is seeded from ``seed``):
+
+    1. ``n_clusters`` centres ``c_k ~ N(0, I)`` in a hidden space of size ``latent_dim``.
+    2. Balanced labels (class sizes differ by at most one), shuffled; hidden points
+       ``h_i = c_{y_i} + 0.25 * N(0, I)``.
+    3. View ``m`` renders ``h`` with its own random 2-layer MLP
+       ``tanh(h W1 + b1) W2`` (hidden width 64, weights ``N(0, 1/fan_in)``) and adds Gaussian
+       noise of std ``noise`` (``weak_noise`` for the view ``weak_view``; ``None`` = no weak view).
+
+    Returns the dataset, or ``(dataset, hidden)`` with ``hidden`` the ``N x latent_dim``
+    ``float32`` points ``h`` when ``return_hidden`` is true.
+    """
+    if n_clusters < 1 or n_samples < n_clusters:
+        raise ValueError(f"need 1 <= n_clusters <= n_samples, got {n_clusters} and {n_samples}")
+    if len(view_dims) == 0 or min(view_dims) < 1 or latent_dim < 1:
+        raise ValueError(
+            f"need at least one view, positive view_dims and latent_dim; got {view_dims}, {latent_dim}"
+        )
+    if weak_view is not None and not 0 <= weak_view < len(view_dims):
+        raise ValueError(f"weak_view must be None or in 0..{len(view_dims) - 1}, got {weak_view}")
+    width = 64
+    rng = np.random.default_rng([seed, 0])
+    centres = rng.normal(size=(n_clusters, latent_dim))
+    labels = rng.permutation(np.arange(n_samples) % n_clusters)
+    hidden = centres[labels] + 0.25 * rng.normal(size=(n_samples, latent_dim))
+    views = []
+    for m, dim in enumerate(view_dims):
+        view_rng = np.random.default_rng([seed, 1, m])
+        w1 = view_rng.normal(scale=1.0 / np.sqrt(latent_dim), size=(latent_dim, width))
+        b1 = view_rng.normal(scale=0.1, size=width)
+        w2 = view_rng.normal(scale=1.0 / np.sqrt(width), size=(width, dim))
+        std = weak_noise if m == weak_view else noise
+        rendered = np.tanh(hidden @ w1 + b1) @ w2
+        views.append(rendered + std * view_rng.normal(size=rendered.shape))
+    dataset = MultiViewDataset(name=f"synthetic-{seed}", views=views, labels=labels)
+    if return_hidden:
+        return dataset, hidden.astype(np.float32)
+    return dataset
+
+
+def view_orders(n_samples: int, n_views: int, aligned: bool, seed: int) -> list[np.ndarray]:
+    """Per-view row orders: the identity when ``aligned``, else independent seeded permutations.
+
+    View ``m``'s permutation is drawn from ``np.random.default_rng([seed, m])``.
+    """
+    if aligned:
+        return [np.arange(n_samples) for _ in range(n_views)]
+    return [np.random.default_rng([seed, m]).permutation(n_samples) for m in range(n_views)]
