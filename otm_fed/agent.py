@@ -1,0 +1,166 @@
+"""One modality's agent: its own data, its WAE (f_m, g_m), optimiser and kept batch.
+
+Flower-free: the ClientApp (and any other engine) only moves payloads in and out. The whole
+state that must outlive a message is ``state_arrays()``, so a fresh process per message can
+rebuild the agent exactly (Flower's deployment engine does that).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from otm_fed.data import MultiViewDataset, load_dataset, make_synthetic, normalise_view, view_orders
+from otm_fed.losses import LossWeights, local_loss
+from otm_fed.metrics import kmeans_scores
+from otm_fed.mixer import project_to_modality
+from otm_fed.models import WAE
+from otm_fed.protocol import TrainInstruction
+
+BATCH_INDICES, BATCH_ROUND = "batch-indices", "batch-round"
+
+
+@functools.lru_cache(maxsize=4)
+def dataset_for(dataset: str, data_dir: str, synthetic_samples: int, synthetic_clusters: int,
+                synthetic_dims: str, synthetic_weak_view: int, seed: int) -> MultiViewDataset:
+    """The scenario's dataset (cached per process: every message would otherwise reload it)."""
+    if dataset == "synthetic":
+        dims = tuple(int(d) for d in synthetic_dims.split(","))
+        return make_synthetic(synthetic_samples, synthetic_clusters, dims, weak_view=synthetic_weak_view,
+                              seed=seed)
+    return load_dataset(dataset, data_dir or None)
+
+
+def scenario_dataset(config: Mapping[str, Any]) -> MultiViewDataset:
+    return dataset_for(config["dataset"], config["data-dir"], config["synthetic-samples"],
+                       config["synthetic-clusters"], config["synthetic-dims"],
+                       config["synthetic-weak-view"], config["seed"])
+
+
+def view_normalisation(config: Mapping[str, Any], modality: int) -> str:
+    """``normalisation`` is one method for all views or a comma list, one per view."""
+    methods = config["normalisation"].split(",")
+    return methods[modality] if len(methods) > 1 else methods[0]
+
+
+@dataclass
+class ModalityData:
+    """What agent m holds: training rows in its own order, and a labelled evaluation set."""
+
+    train: np.ndarray
+    evaluation: np.ndarray
+    labels: np.ndarray  # local evaluation labels; they never leave the agent
+    n_classes: int
+
+
+def modality_data(config: Mapping[str, Any], modality: int) -> ModalityData:
+    """View m of the scenario's dataset, normalised with its own statistics only, training rows
+    permuted independently of every other view unless the scenario is aligned."""
+    dataset = scenario_dataset(config)
+    if not 0 <= modality < dataset.n_views:
+        raise ValueError(f"modality {modality} does not exist: {dataset.name} has {dataset.n_views} views")
+    view = normalise_view(dataset.views[modality], view_normalisation(config, modality))
+    order = view_orders(dataset.n_samples, dataset.n_views, config["aligned"], config["seed"])[modality]
+    return ModalityData(view[order], view, dataset.labels, dataset.n_classes)
+
+
+class ModalityAgent:
+    """Agent m's local steps: encode a batch (QUERY), train on the mix (TRAIN), score (EVALUATE)."""
+
+    def __init__(self, modality: int, data: ModalityData, config: Mapping[str, Any]) -> None:
+        self.modality = modality
+        self.data = data
+        self.config = config
+        self.weights = LossWeights(config["beta"], config["eta"], config["mmd-weight"], config["decode-mix"])
+        with torch.random.fork_rng():
+            torch.manual_seed(int(np.random.default_rng([config["seed"], modality]).integers(2**31)))
+            self.model = WAE(data.train.shape[1], config["latent-dim"], config["hidden-dim"])
+        self.optimiser = torch.optim.Adam(self.model.parameters(), lr=config["lr"])
+        self.batch_indices: np.ndarray | None = None
+        self.batch_round = -1
+
+    # ------------------------------------------------------------------ batch and codes
+
+    def sample_batch(self, round_number: int, batch_size: int, seed: int) -> np.ndarray:
+        """This round's batch of the agent's own rows, drawn from its own seeded stream."""
+        rng = np.random.default_rng([seed, self.modality, round_number])
+        n = len(self.data.train)
+        self.batch_indices = np.sort(rng.choice(n, size=min(batch_size, n), replace=False))
+        self.batch_round = round_number
+        return self.batch_indices
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        self.model.eval()
+        with torch.no_grad():
+            return self.model.encode(torch.from_numpy(x)).numpy().astype(np.float32)
+
+    def query(self, round_number: int, batch_size: int, seed: int) -> np.ndarray:
+        """Z_m = f_m(X_m) on a fresh batch, kept for the TRAIN that follows."""
+        indices = self.sample_batch(round_number, batch_size, seed)
+        return self.encode(self.data.train[indices])
+
+    # ------------------------------------------------------------------ training
+
+    def train(self, instruction: TrainInstruction) -> dict[str, float]:
+        """E local steps on the kept batch with eq. 6 (+ server gradient, + MMD); without a mix
+        (local-only), plain WAE training on a freshly drawn batch."""
+        if instruction.mixed_barycenter is None and self.batch_round != instruction.round:
+            self.sample_batch(instruction.round, instruction.batch_size, instruction.seed)
+        x = torch.from_numpy(self.data.train[self.batch_indices])
+        projected = gradient = None
+        if instruction.mixed_barycenter is not None:
+            target = project_to_modality(instruction.mixed_barycenter.astype(np.float64), instruction.plan)
+            projected = torch.from_numpy(target.astype(np.float32))
+        if instruction.server_gradient is not None:
+            gradient = torch.from_numpy(instruction.server_gradient)
+        generator = torch.Generator().manual_seed(
+            int(np.random.default_rng([instruction.seed, self.modality, instruction.round, 1]).integers(2**31)))
+        self.model.train()
+        first: dict[str, float] = {}
+        for _ in range(self.config["local-steps"]):
+            self.optimiser.zero_grad()
+            codes, reconstruction = self.model(x)
+            decoded_mix = self.model.decode(projected) if projected is not None and self.weights.decode_mix else None
+            terms = local_loss(x, codes, reconstruction, self.weights, projected, decoded_mix, gradient, generator)
+            terms["total"].backward()
+            self.optimiser.step()
+            first = first or {name: float(value.detach()) for name, value in terms.items()}
+        return first
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self, n_clusters: int, kmeans_init: int, seed: int) -> tuple[dict[str, float], np.ndarray]:
+        """k-means on the agent's own evaluation codes, scored against its local labels."""
+        codes = self.encode(self.data.evaluation)
+        return kmeans_scores(codes, self.data.labels, n_clusters, kmeans_init, seed), codes
+
+    # ------------------------------------------------------------------ state
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Everything a fresh process needs to continue: weights, Adam moments, kept batch."""
+        arrays = {f"model.{name}": value.detach().numpy().copy() for name, value in self.model.state_dict().items()}
+        for index, slots in self.optimiser.state_dict()["state"].items():
+            for slot, value in slots.items():
+                arrays[f"optim.{index}.{slot}"] = np.asarray(value.detach().numpy() if torch.is_tensor(value) else value)
+        if self.batch_indices is not None:
+            arrays[BATCH_INDICES] = self.batch_indices.astype(np.int64)
+        arrays[BATCH_ROUND] = np.asarray([self.batch_round], dtype=np.int64)
+        return arrays
+
+    def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self.model.load_state_dict({name.removeprefix("model."): torch.from_numpy(np.array(value))
+                                    for name, value in arrays.items() if name.startswith("model.")})
+        optimiser_state: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in arrays.items():
+            if name.startswith("optim."):
+                _, index, slot = name.split(".")
+                optimiser_state.setdefault(int(index), {})[slot] = torch.from_numpy(np.array(value))
+        state = self.optimiser.state_dict()
+        state["state"] = optimiser_state
+        self.optimiser.load_state_dict(state)
+        self.batch_indices = np.array(arrays[BATCH_INDICES]) if BATCH_INDICES in arrays else None
+        self.batch_round = int(arrays[BATCH_ROUND][0])

@@ -1,0 +1,147 @@
+"""Run configuration: one flat table of keys, shared by scenarios, the CLI and Flower's run config.
+
+Flower's ``--run-config`` only accepts keys declared under ``[tool.flwr.app.config]`` in
+pyproject.toml; that table must equal ``DEFAULTS`` (a test checks it). A scenario file is a
+TOML table of some of these keys; ``resolve_config`` lays defaults, then the scenario, then
+``key=value`` overrides, and validates the result.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+
+SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+
+DEFAULTS: dict[str, Any] = {
+    "scenario": "synthetic",
+    "dataset": "synthetic",
+    "data-dir": "",
+    "aligned": False,
+    "normalisation": "zscore",
+    "synthetic-samples": 600,
+    "synthetic-clusters": 6,
+    "synthetic-dims": "40,30,20",
+    "synthetic-weak-view": 2,
+    "num-modalities": 0,
+    "n-clusters": 0,
+    "strategy": "otm",
+    "rounds": 30,
+    "batch-size": 128,
+    "local-steps": 5,
+    "lr": 0.001,
+    "latent-dim": 16,
+    "hidden-dim": 128,
+    "barycenter-size": 0,
+    "alpha": 0.5,
+    "mask": "binary",
+    "max-outer": 5,
+    "beta": 1.0,
+    "eta": 0.0,
+    "mmd-weight": 0.0,
+    "decode-mix": False,
+    "eval-every": 5,
+    "kmeans-init": 10,
+    "fused-eval": True,
+    "seed": 0,
+    "out-dir": "",
+    "round-timeout": 600.0,
+}
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "strategy": ("otm", "local-only"),
+    "mask": ("binary", "dirichlet", "none"),
+}
+POSITIVE_INTS = ("rounds", "batch-size", "local-steps", "latent-dim", "hidden-dim", "eval-every",
+                 "kmeans-init", "synthetic-samples", "synthetic-clusters")
+NON_NEGATIVE = ("num-modalities", "n-clusters", "barycenter-size", "max-outer", "beta", "eta", "mmd-weight", "synthetic-weak-view")
+
+
+class ConfigError(ValueError):
+    """A scenario or override that does not fit the run configuration."""
+
+
+def parse_value(text: str, like: Any) -> Any:
+    """A ``--set key=value`` string in the type of the default it replaces."""
+    if isinstance(like, bool):
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"expected true/false, got {text!r}")
+    try:
+        return type(like)(text)
+    except ValueError as error:
+        raise ConfigError(f"expected a {type(like).__name__}, got {text!r}") from error
+
+
+def scenario_path(name_or_path: str) -> Path:
+    """A scenario by name (``scenarios/NAME.toml``) or by file path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"scenario file {path} does not exist")
+        return path
+    path = SCENARIO_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
+        raise ConfigError(f"unknown scenario {name_or_path!r}; known: {', '.join(known)}, or a .toml path")
+    return path
+
+
+def load_scenario(name_or_path: str) -> dict[str, Any]:
+    path = scenario_path(name_or_path)
+    try:
+        table = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"scenario {path} is not valid TOML: {error}") from error
+    table.setdefault("scenario", path.stem)
+    return table
+
+
+def config_from_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config inside a Flower app: the run config names a scenario (a name or a resolved
+    config file); its other keys override the scenario where they differ from DEFAULTS (so
+    ``flwr run . --run-config "scenario='orl' rounds=5"`` works; the CLI passes a resolved file)."""
+    overrides = {key: value for key, value in run_config.items()
+                 if key in DEFAULTS and key != "scenario" and value != DEFAULTS[key]}
+    return resolve_config(str(run_config.get("scenario", DEFAULTS["scenario"])), overrides)
+
+
+def resolve_config(scenario: str | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """DEFAULTS <- scenario file <- overrides (values or ``key=value`` strings), validated."""
+    config = dict(DEFAULTS)
+    layers = [load_scenario(scenario)] if scenario else []
+    layers.append(dict(overrides or {}))
+    for layer in layers:
+        for key, value in layer.items():
+            if key not in DEFAULTS:
+                raise ConfigError(f"unknown key {key!r}; valid keys: {', '.join(sorted(DEFAULTS))}")
+            config[key] = parse_value(value, DEFAULTS[key]) if isinstance(value, str) and not isinstance(
+                DEFAULTS[key], str) else value
+    return validate_config(config)
+
+
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
+    for key, default in DEFAULTS.items():
+        value = config[key]
+        expected = (int, float) if isinstance(default, float) else type(default)
+        if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, expected):
+            raise ConfigError(f"{key} must be a {type(default).__name__}, got {value!r}")
+        if isinstance(default, float):
+            config[key] = float(value)
+    for key, options in CHOICES.items():
+        if config[key] not in options:
+            raise ConfigError(f"{key} must be one of {options}, got {config[key]!r}")
+    for key in POSITIVE_INTS:
+        if config[key] < 1:
+            raise ConfigError(f"{key} must be at least 1, got {config[key]}")
+    for key in NON_NEGATIVE:
+        if config[key] < 0:
+            raise ConfigError(f"{key} must be non-negative, got {config[key]}")
+    if not 0.0 <= config["alpha"] <= 1.0:
+        raise ConfigError(f"alpha must lie in [0, 1], got {config['alpha']}")
+    if config["lr"] <= 0:
+        raise ConfigError(f"lr must be positive, got {config['lr']}")
+    return config

@@ -1,0 +1,209 @@
+"""The wire protocol: every message's record names, shapes, dtypes and their validation.
+
+This is the one place that says what crosses the wire. A message is a ``Payload``: a flat
+``config`` (ints, floats, strings, bools), named numpy ``arrays`` and float ``metrics``; the
+Flower adapters map these onto a RecordDict with a ConfigRecord "config", an ArrayRecord
+"arrays" and a MetricRecord "metrics", and nothing else.
+
+One round:
+
+1. QUERY   server -> agent: config {round, batch-size, seed}.
+   reply   agent -> server: config {modality}, arrays {latent-codes: float32 N_m x d}. Only codes:
+           no raw features, labels or sample ids.
+2. TRAIN   server -> agent: config {round, batch-size, seed}, arrays {mixed-barycenter: float32
+           N_B x d, plan-rows/plan-cols: int64, plan-values: float64, plan-shape: int64 [N_B, N_m],
+           and optionally server-gradient: float32 N_m x d}; no arrays for local-only training.
+   reply   agent -> server: config {modality}, metrics {loss terms}.
+3. EVALUATE server -> agent: config {round, n-clusters, kmeans-init, fused-eval}.
+   reply   agent -> server: config {modality}, metrics {purity, acc, nmi, ari}; with fused-eval
+           (simulation only) also arrays {eval-codes: float32}, the evaluation set's codes in
+           file order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from otm_fed.plans import SparsePlan, decode_plan, encode_plan
+
+QUERY, TRAIN, EVALUATE = "query", "train", "evaluate"
+CONFIG_RECORD, ARRAYS_RECORD, METRICS_RECORD = "config", "arrays", "metrics"
+RECORD_NAMES = (CONFIG_RECORD, ARRAYS_RECORD, METRICS_RECORD)
+
+LATENT_CODES = "latent-codes"
+MIXED_BARYCENTER = "mixed-barycenter"
+PLAN_ROWS, PLAN_COLS, PLAN_VALUES, PLAN_SHAPE = "plan-rows", "plan-cols", "plan-values", "plan-shape"
+SERVER_GRADIENT = "server-gradient"
+EVAL_CODES = "eval-codes"
+SCORE_NAMES = ("purity", "acc", "nmi", "ari")
+MARGINAL_TOLERANCE = 1e-6
+
+
+class ProtocolError(ValueError):
+    """A payload that does not follow the protocol; it is refused, never used."""
+
+
+@dataclass
+class Payload:
+    """What one message carries, Flower-free."""
+
+    config: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _expect_keys(what: str, found: Mapping[str, Any], required: set[str], optional: set[str] = frozenset()) -> None:
+    missing = required - set(found)
+    extra = set(found) - required - set(optional)
+    if missing or extra:
+        raise ProtocolError(f"{what}: missing {sorted(missing)}, unexpected {sorted(extra)}")
+
+
+def _matrix(what: str, array: Any, dtype: type, width: int | None = None,
+            max_rows: int | None = None) -> np.ndarray:
+    if not isinstance(array, np.ndarray):
+        raise ProtocolError(f"{what} must be a numpy array, got {type(array).__name__}")
+    if array.dtype != dtype:
+        raise ProtocolError(f"{what} must be {np.dtype(dtype).name}, got {array.dtype}")
+    if array.ndim != 2:
+        raise ProtocolError(f"{what} must be 2-D, got shape {array.shape}")
+    if array.shape[0] == 0:
+        raise ProtocolError(f"{what} has no rows")
+    if width is not None and array.shape[1] != width:
+        raise ProtocolError(f"{what} must have width {width}, got {array.shape[1]}")
+    if max_rows is not None and array.shape[0] > max_rows:
+        raise ProtocolError(f"{what} has {array.shape[0]} rows, more than the limit {max_rows}")
+    if not np.all(np.isfinite(array)):
+        raise ProtocolError(f"{what} contains NaN or Inf")
+    return array
+
+
+def _modality(payload: Payload) -> int:
+    modality = payload.config.get("modality")
+    if not isinstance(modality, int) or isinstance(modality, bool) or modality < 0:
+        raise ProtocolError(f"reply must state its modality as a non-negative int, got {modality!r}")
+    return modality
+
+
+# --------------------------------------------------------------------------- QUERY
+
+
+def query_request(round_number: int, batch_size: int, seed: int) -> Payload:
+    return Payload(config={"round": round_number, "batch-size": batch_size, "seed": seed})
+
+
+def codes_reply(modality: int, codes: np.ndarray) -> Payload:
+    return Payload(config={"modality": modality}, arrays={LATENT_CODES: np.asarray(codes, np.float32)})
+
+
+def read_codes_reply(payload: Payload, latent_dim: int, max_rows: int) -> tuple[int, np.ndarray]:
+    """(modality, Z_m) from a QUERY reply, or ProtocolError."""
+    _expect_keys("codes reply config", payload.config, {"modality"})
+    _expect_keys("codes reply arrays", payload.arrays, {LATENT_CODES})
+    _expect_keys("codes reply metrics", payload.metrics, set())
+    codes = _matrix("latent codes", payload.arrays[LATENT_CODES], np.float32, latent_dim, max_rows)
+    return _modality(payload), codes
+
+
+# --------------------------------------------------------------------------- TRAIN
+
+
+def train_request(round_number: int, batch_size: int, seed: int,
+                  mixed_barycenter: np.ndarray | None = None, plan: np.ndarray | None = None,
+                  server_gradient: np.ndarray | None = None) -> Payload:
+    payload = query_request(round_number, batch_size, seed)
+    if mixed_barycenter is not None:
+        sparse = encode_plan(plan)
+        payload.arrays = {MIXED_BARYCENTER: np.asarray(mixed_barycenter, np.float32),
+                          PLAN_ROWS: sparse.rows, PLAN_COLS: sparse.cols, PLAN_VALUES: sparse.values,
+                          PLAN_SHAPE: np.asarray(sparse.shape, np.int64)}
+        if server_gradient is not None:
+            payload.arrays[SERVER_GRADIENT] = np.asarray(server_gradient, np.float32)
+    return payload
+
+
+@dataclass
+class TrainInstruction:
+    round: int
+    batch_size: int
+    seed: int
+    mixed_barycenter: np.ndarray | None = None  # Z~_B
+    plan: np.ndarray | None = None  # T_m, dense
+    server_gradient: np.ndarray | None = None  # G_m
+
+
+def read_train_request(payload: Payload, batch_rows: int | None, latent_dim: int) -> TrainInstruction:
+    """Validate a TRAIN message against the agent's kept batch (``batch_rows`` = N_m)."""
+    _expect_keys("train config", payload.config, {"round", "batch-size", "seed"})
+    instruction = TrainInstruction(payload.config["round"], payload.config["batch-size"], payload.config["seed"])
+    if not payload.arrays:
+        return instruction
+    _expect_keys("train arrays", payload.arrays,
+                 {MIXED_BARYCENTER, PLAN_ROWS, PLAN_COLS, PLAN_VALUES, PLAN_SHAPE}, {SERVER_GRADIENT})
+    if batch_rows is None:
+        raise ProtocolError("received a mix but holds no batch: no QUERY came first")
+    mixed = _matrix("mixed barycenter", payload.arrays[MIXED_BARYCENTER], np.float32, latent_dim)
+    shape = payload.arrays[PLAN_SHAPE]
+    if not (isinstance(shape, np.ndarray) and shape.dtype == np.int64 and shape.shape == (2,)):
+        raise ProtocolError("plan-shape must be an int64 array [N_B, N_m]")
+    if tuple(shape) != (mixed.shape[0], batch_rows):
+        raise ProtocolError(f"plan shape {tuple(shape)} does not match (N_B, N_m) = "
+                            f"({mixed.shape[0]}, {batch_rows})")
+    for name, dtype in ((PLAN_ROWS, np.int64), (PLAN_COLS, np.int64), (PLAN_VALUES, np.float64)):
+        array = payload.arrays[name]
+        if not (isinstance(array, np.ndarray) and array.dtype == dtype and array.ndim == 1):
+            raise ProtocolError(f"{name} must be a 1-D {np.dtype(dtype).name} array")
+    values = payload.arrays[PLAN_VALUES]
+    if not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise ProtocolError("plan values must be finite and non-negative")
+    try:
+        plan = decode_plan(SparsePlan(payload.arrays[PLAN_ROWS], payload.arrays[PLAN_COLS], values,
+                                      (int(shape[0]), int(shape[1]))))
+    except ValueError as error:
+        raise ProtocolError(str(error)) from error
+    n_b, n_m = plan.shape
+    if (np.abs(plan.sum(1) - 1.0 / n_b).max() > MARGINAL_TOLERANCE
+            or np.abs(plan.sum(0) - 1.0 / n_m).max() > MARGINAL_TOLERANCE):
+        raise ProtocolError("plan marginals are not uniform (1/N_B rows, 1/N_m columns)")
+    instruction.mixed_barycenter, instruction.plan = mixed, plan
+    if SERVER_GRADIENT in payload.arrays:
+        gradient = _matrix("server gradient", payload.arrays[SERVER_GRADIENT], np.float32, latent_dim)
+        if gradient.shape[0] != batch_rows:
+            raise ProtocolError(f"server gradient has {gradient.shape[0]} rows, batch has {batch_rows}")
+        instruction.server_gradient = gradient
+    return instruction
+
+
+def metrics_reply(modality: int, metrics: Mapping[str, float], arrays: Mapping[str, np.ndarray] | None = None) -> Payload:
+    return Payload(config={"modality": modality}, metrics={k: float(v) for k, v in metrics.items()},
+                   arrays=dict(arrays or {}))
+
+
+def read_train_reply(payload: Payload) -> tuple[int, dict[str, float]]:
+    _expect_keys("train reply config", payload.config, {"modality"})
+    _expect_keys("train reply arrays", payload.arrays, set())
+    if not all(np.isfinite(v) for v in payload.metrics.values()):
+        raise ProtocolError("train reply metrics contain NaN or Inf")
+    return _modality(payload), dict(payload.metrics)
+
+
+# --------------------------------------------------------------------------- EVALUATE
+
+
+def evaluate_request(round_number: int, n_clusters: int, kmeans_init: int, fused_eval: bool) -> Payload:
+    return Payload(config={"round": round_number, "n-clusters": n_clusters,
+                           "kmeans-init": kmeans_init, "fused-eval": fused_eval})
+
+
+def read_evaluate_reply(payload: Payload, latent_dim: int, fused_eval: bool) -> tuple[int, dict[str, float], np.ndarray | None]:
+    _expect_keys("evaluate reply config", payload.config, {"modality"})
+    _expect_keys("evaluate reply metrics", payload.metrics, set(SCORE_NAMES))
+    _expect_keys("evaluate reply arrays", payload.arrays, {EVAL_CODES} if fused_eval else set())
+    scores = dict(payload.metrics)
+    if not all(np.isfinite(v) and -1.0 <= v <= 1.0 for v in scores.values()):
+        raise ProtocolError(f"evaluation scores must be finite and in [-1, 1], got {scores}")
+    codes = _matrix("eval codes", payload.arrays[EVAL_CODES], np.float32, latent_dim) if fused_eval else None
+    return _modality(payload), scores, codes

@@ -1,0 +1,46 @@
+"""The OTM ServerApp: builds the strategy from the run config and runs it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from otm_fed.agent import scenario_dataset
+from otm_fed.config import config_from_run_config
+from otm_fed.results import RunRecorder
+from server.strategy import STRATEGIES, OTMStrategy
+
+app = ServerApp()
+
+
+def default_run_dir(config: Mapping[str, Any]) -> Path:
+    return Path("runs") / f"{config['scenario']}-{config['strategy']}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def build_strategy(config: Mapping[str, Any], recorder: RunRecorder | None) -> OTMStrategy:
+    """The configured strategy, sized from the config or, where it is silent, from the dataset
+    (which the server only reads in simulation, for sizes and the fused score's labels)."""
+    n_modalities, n_clusters, labels = config["num-modalities"], config["n-clusters"], None
+    if not (n_modalities and n_clusters) or config["fused-eval"]:
+        dataset = scenario_dataset(config)
+        n_modalities = n_modalities or dataset.n_views
+        n_clusters = n_clusters or dataset.n_classes
+        labels = dataset.labels if config["fused-eval"] else None
+    return STRATEGIES[config["strategy"]](config, n_modalities, n_clusters, recorder=recorder,
+                                          fused_labels=labels)
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    config = config_from_run_config(context.run_config)
+    run_dir = Path(config["out-dir"]) if config["out-dir"] else default_run_dir(config)
+    config["out-dir"] = str(run_dir.resolve())
+    recorder = RunRecorder(run_dir, config)
+    strategy = build_strategy(config, recorder)
+    logging.getLogger("otm_fed.server").info("run folder %s", run_dir)
+    strategy.start(grid)
