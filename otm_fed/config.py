@@ -50,9 +50,9 @@ DEFAULTS: dict[str, Any] = {
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "strategy": ("otm", "local-only"),
     "mask": ("binary", "dirichlet", "none"),
 }
+BUILTIN_STRATEGIES = ("otm", "local-only")
 POSITIVE_INTS = ("rounds", "batch-size", "local-steps", "latent-dim", "hidden-dim", "eval-every",
                  "kmeans-init", "synthetic-samples", "synthetic-clusters")
 NON_NEGATIVE = ("num-modalities", "n-clusters", "barycenter-size", "max-outer", "beta", "eta", "mmd-weight", "synthetic-weak-view")
@@ -134,6 +134,10 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     for key, options in CHOICES.items():
         if config[key] not in options:
             raise ConfigError(f"{key} must be one of {options}, got {config[key]!r}")
+    strategy = config["strategy"]
+    if strategy not in BUILTIN_STRATEGIES and ":" not in strategy:
+        raise ConfigError(f"strategy must be one of {BUILTIN_STRATEGIES} or an import path "
+                          f"'package.module:Class', got {strategy!r}")
     for key in POSITIVE_INTS:
         if config[key] < 1:
             raise ConfigError(f"{key} must be at least 1, got {config[key]}")

@@ -13,7 +13,7 @@ from flwr.serverapp import Grid, ServerApp
 from otm_fed.agent import scenario_dataset
 from otm_fed.config import config_from_run_config
 from otm_fed.results import RunRecorder
-from server.strategy import STRATEGIES, OTMStrategy
+from server.strategy import OTMStrategy, strategy_class
 
 app = ServerApp()
 
@@ -31,7 +31,7 @@ def build_strategy(config: Mapping[str, Any], recorder: RunRecorder | None) -> O
         n_modalities = n_modalities or dataset.n_views
         n_clusters = n_clusters or dataset.n_classes
         labels = dataset.labels if config["fused-eval"] else None
-    return STRATEGIES[config["strategy"]](config, n_modalities, n_clusters, recorder=recorder,
+    return strategy_class(config["strategy"])(config, n_modalities, n_clusters, recorder=recorder,
                                           fused_labels=labels)
 
 

@@ -8,6 +8,7 @@ what to send to whom and what to keep. Subclass and override the small methods
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from collections.abc import Iterable
@@ -294,3 +295,17 @@ class LocalOnlyStrategy(OTMStrategy):
 
 
 STRATEGIES: dict[str, type[OTMStrategy]] = {"otm": OTMStrategy, "local-only": LocalOnlyStrategy}
+
+
+def strategy_class(name: str) -> type[OTMStrategy]:
+    """A built-in strategy by name, or a user's subclass of OTMStrategy by 'package.module:Class'."""
+    if name in STRATEGIES:
+        return STRATEGIES[name]
+    module_name, _, class_name = name.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"cannot load strategy {name!r}: {error}") from error
+    if not (isinstance(found, type) and issubclass(found, OTMStrategy)):
+        raise ValueError(f"strategy {name!r} is not a subclass of server.strategy.OTMStrategy")
+    return found

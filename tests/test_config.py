@@ -1,0 +1,53 @@
+"""Run configuration: defaults match Flower's app config, scenarios resolve, bad input is refused."""
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from otm_fed.config import DEFAULTS, SCENARIO_DIR, ConfigError, config_from_run_config, resolve_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pyproject_app_config_equals_defaults():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["tool"]["flwr"]["app"]["config"] == DEFAULTS
+
+
+@pytest.mark.parametrize("path", sorted(SCENARIO_DIR.glob("*.toml")), ids=lambda p: p.stem)
+def test_every_shipped_scenario_resolves(path):
+    config = resolve_config(path.stem)
+    assert config["scenario"] == path.stem
+
+
+def test_overrides_are_typed_from_strings():
+    config = resolve_config("synthetic", {"rounds": "7", "alpha": "0.25", "aligned": "true", "mask": "none"})
+    assert (config["rounds"], config["alpha"], config["aligned"], config["mask"]) == (7, 0.25, True, "none")
+
+
+def test_run_config_overrides_scenario_where_it_differs_from_defaults():
+    config = config_from_run_config({**DEFAULTS, "scenario": "synthetic", "rounds": 3})
+    assert config["rounds"] == 3
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"colour": "red"}, "unknown key"),
+        ({"rounds": "many"}, "expected a int"),
+        ({"alpha": "1.5"}, r"alpha must lie in \[0, 1\]"),
+        ({"mask": "soft"}, "mask must be one of"),
+        ({"strategy": "fedavg"}, "strategy must be one of"),
+        ({"batch-size": "0"}, "batch-size must be at least 1"),
+        ({"aligned": "maybe"}, "true/false"),
+    ],
+)
+def test_bad_overrides_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_config("synthetic", overrides)
+
+
+def test_unknown_scenario_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="known: .*synthetic"):
+        resolve_config("no-such-scenario")

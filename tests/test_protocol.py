@@ -1,0 +1,121 @@
+"""The wire protocol: valid payloads round-trip through Flower records, malformed ones are refused."""
+
+import numpy as np
+import pytest
+
+from otm_fed.protocol import (
+    LATENT_CODES,
+    PLAN_SHAPE,
+    PLAN_VALUES,
+    Payload,
+    ProtocolError,
+    codes_reply,
+    metrics_reply,
+    read_codes_reply,
+    read_evaluate_reply,
+    read_train_request,
+    train_request,
+)
+from server.records import from_records, to_records
+
+D, N = 4, 6
+
+
+def good_codes() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((N, D)).astype(np.float32)
+
+
+def test_codes_reply_round_trips_through_records():
+    payload = from_records(to_records(codes_reply(2, good_codes())))
+    modality, codes = read_codes_reply(payload, latent_dim=D, max_rows=N)
+    assert modality == 2
+    np.testing.assert_array_equal(codes, good_codes())
+
+
+def bad_codes_payloads() -> dict[str, Payload]:
+    codes = good_codes()
+    cases = {
+        "wrong width": codes_reply(0, codes[:, :3]),
+        "NaN": codes_reply(0, np.where(np.eye(N, D, dtype=bool), np.nan, codes).astype(np.float32)),
+        "Inf": codes_reply(0, np.full((N, D), np.inf, np.float32)),
+        "zero rows": codes_reply(0, codes[:0]),
+        "too many rows": codes_reply(0, np.tile(codes, (2, 1))),
+        "float64": Payload({"modality": 0}, {LATENT_CODES: codes.astype(np.float64)}),
+        "1-D array": Payload({"modality": 0}, {LATENT_CODES: codes.ravel()}),
+        "missing codes": Payload({"modality": 0}, {}),
+        "extra array (raw features)": Payload({"modality": 0}, {LATENT_CODES: codes, "features": codes}),
+        "labels smuggled in config": Payload({"modality": 0, "labels": "1,2,3"}, {LATENT_CODES: codes}),
+        "metrics attached": Payload({"modality": 0}, {LATENT_CODES: codes}, {"n": 6.0}),
+        "no modality": Payload({}, {LATENT_CODES: codes}),
+        "negative modality": Payload({"modality": -1}, {LATENT_CODES: codes}),
+        "integer codes": Payload({"modality": 0}, {LATENT_CODES: np.ones((N, D), np.int32)}),
+    }
+    return cases
+
+
+@pytest.mark.parametrize("kind", list(bad_codes_payloads()))
+def test_server_refuses_malformed_codes(kind):
+    with pytest.raises(ProtocolError):
+        read_codes_reply(bad_codes_payloads()[kind], latent_dim=D, max_rows=N)
+
+
+def good_train_payload(n_b: int = 5) -> Payload:
+    rng = np.random.default_rng(1)
+    plan = np.full((n_b, N), 1.0 / (n_b * N))
+    return train_request(3, N, 7, rng.standard_normal((n_b, D)).astype(np.float32), plan,
+                         rng.standard_normal((N, D)).astype(np.float32))
+
+
+def test_train_request_round_trips_and_validates():
+    instruction = read_train_request(from_records(to_records(good_train_payload())), batch_rows=N, latent_dim=D)
+    assert instruction.plan.shape == (5, N)
+    np.testing.assert_allclose(instruction.plan.sum(0), 1.0 / N)
+    assert instruction.server_gradient.shape == (N, D)
+
+
+def bad_train_payloads() -> dict[str, Payload]:
+    cases = {}
+    payload = good_train_payload()
+    payload.arrays[PLAN_VALUES] = payload.arrays[PLAN_VALUES] * 2.0
+    cases["marginals off"] = payload
+    payload = good_train_payload()
+    payload.arrays[PLAN_SHAPE] = np.array([5, N + 1], np.int64)
+    cases["plan shape does not match batch"] = payload
+    payload = good_train_payload()
+    payload.arrays[PLAN_VALUES] = -payload.arrays[PLAN_VALUES]
+    cases["negative plan"] = payload
+    payload = good_train_payload()
+    payload.arrays["server-gradient"] = payload.arrays["server-gradient"][:2]
+    cases["gradient rows"] = payload
+    payload = good_train_payload()
+    del payload.arrays["plan-rows"]
+    cases["missing plan rows"] = payload
+    payload = good_train_payload()
+    payload.arrays["mixed-barycenter"] = payload.arrays["mixed-barycenter"][:, :2]
+    cases["barycenter width"] = payload
+    return cases
+
+
+@pytest.mark.parametrize("kind", list(bad_train_payloads()))
+def test_agent_refuses_malformed_train_requests(kind):
+    with pytest.raises(ProtocolError):
+        read_train_request(bad_train_payloads()[kind], batch_rows=N, latent_dim=D)
+
+
+def test_evaluate_reply_scores_in_range_and_codes_only_when_asked():
+    scores = {"purity": 0.5, "acc": 0.4, "nmi": 0.3, "ari": 0.2}
+    modality, read, codes = read_evaluate_reply(metrics_reply(1, scores), D, fused_eval=False)
+    assert (modality, read, codes) == (1, scores, None)
+    with pytest.raises(ProtocolError):
+        read_evaluate_reply(metrics_reply(1, {**scores, "purity": 3.0}), D, fused_eval=False)
+    with pytest.raises(ProtocolError):
+        read_evaluate_reply(metrics_reply(1, scores, {"eval-codes": good_codes()}), D, fused_eval=False)
+
+
+def test_unknown_record_is_refused():
+    records = to_records(codes_reply(0, good_codes()))
+    from flwr.app import ConfigRecord
+
+    records["secret"] = ConfigRecord({"ids": "1,2,3"})
+    with pytest.raises(ProtocolError, match="unexpected records"):
+        from_records(records)
