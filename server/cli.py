@@ -1,6 +1,7 @@
 """``otm-fed``: the command line.
 
-    otm-fed simulate [--scenario NAME|PATH] [--rounds N] [--seed S] [--out DIR] [--set key=value ...]
+    otm-fed simulate [--scenario NAME|PATH] [--rounds N] [--seed S] [--out DIR] [--engine simulation|inprocess]
+                     [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -49,9 +50,11 @@ def simulate(args: argparse.Namespace) -> int:
     run_dir = Path(args.out) if args.out else Path("runs") / f"{config['scenario']}-{config['strategy']}-{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"otm-fed: scenario {config['scenario']} ({config['dataset']}, {n_modalities} modalities), "
           f"strategy {config['strategy']}, {config['rounds']} rounds -> {run_dir}", flush=True)
-    from server.simulation import run_simulation
-
-    run_dir = run_simulation(config, n_modalities, run_dir)
+    if args.engine == "inprocess":
+        from server.inprocess import run_inprocess as run
+    else:
+        from server.simulation import run_simulation as run
+    run_dir = run(config, n_modalities, run_dir)
     summary_path = run_dir / SUMMARY_FILE
     if not summary_path.is_file():
         print(f"otm-fed: the run ended without a summary; see {run_dir}", file=sys.stderr)
@@ -74,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--rounds", type=int)
     sim.add_argument("--seed", type=int)
     sim.add_argument("--out", help="run folder (default runs/SCENARIO-STRATEGY-TIME)")
+    sim.add_argument("--engine", choices=("simulation", "inprocess"), default="simulation",
+                     help="Flower's simulation engine (Ray), or the same apps called in this process")
     sim.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     sim.set_defaults(handler=simulate)
     return parser
