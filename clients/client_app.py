@@ -13,7 +13,14 @@ from flwr.clientapp import ClientApp
 
 from otm_fed.agent import ModalityAgent, modality_data
 from otm_fed.config import config_from_run_config
-from otm_fed.protocol import EVAL_CODES, codes_reply, metrics_reply, read_train_request
+from otm_fed.protocol import (
+    EVAL_CODES,
+    codes_reply,
+    metrics_reply,
+    predictions_reply,
+    read_predict_request,
+    read_train_request,
+)
 from server.records import array_record, from_records, numpy_arrays, to_records
 
 app = ClientApp()
@@ -63,6 +70,11 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     agent = load_agent(context)
+    if agent.predictor is not None:  # supervised: scores on the own test fold, per noise level
+        noise_levels, fused_eval = read_predict_request(from_records(msg.content))
+        scores, outputs = agent.predict(noise_levels)
+        reply = predictions_reply(agent.modality, agent.config["task"], scores, outputs if fused_eval else None)
+        return Message(to_records(reply), reply_to=msg)
     request = from_records(msg.content).config
     scores, codes = agent.evaluate(request["n-clusters"], request["kmeans-init"], agent.config["seed"])
     arrays = {EVAL_CODES: codes} if request["fused-eval"] else None

@@ -8,6 +8,7 @@ rebuild the agent exactly (Flower's deployment engine does that).
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -15,11 +16,12 @@ import numpy as np
 import torch
 
 from otm_fed.data import MultiViewDataset, load_dataset, make_synthetic, normalise_view, view_orders
-from otm_fed.losses import LossWeights, local_loss
+from otm_fed.losses import LossWeights, local_loss, supervised_terms
 from otm_fed.metrics import kmeans_scores
 from otm_fed.mixer import project_to_modality
-from otm_fed.models import WAE
+from otm_fed.models import WAE, Predictor
 from otm_fed.protocol import TrainInstruction
+from otm_fed.supervised import fold_indices, noisy_copies, regression_target, score
 
 BATCH_INDICES, BATCH_ROUND = "batch-indices", "batch-round"
 
@@ -41,6 +43,31 @@ def scenario_dataset(config: Mapping[str, Any]) -> MultiViewDataset:
                        config["synthetic-weak-view"], config["seed"])
 
 
+@functools.lru_cache(maxsize=4)
+def regression_targets_for(synthetic_samples: int, synthetic_clusters: int, synthetic_dims: str,
+                           synthetic_weak_view: int, seed: int) -> np.ndarray:
+    """The synthetic scenario's continuous target, a function of its hidden factors."""
+    dims = tuple(int(d) for d in synthetic_dims.split(","))
+    _, hidden = make_synthetic(synthetic_samples, synthetic_clusters, dims, weak_view=synthetic_weak_view,
+                               seed=seed, return_hidden=True)
+    return regression_target(hidden, seed)
+
+
+def scenario_targets(config: Mapping[str, Any]) -> np.ndarray:
+    """Every sample's supervised target in file order: its class, or (regression) y(h)."""
+    if config["task"] == "regression":
+        return regression_targets_for(config["synthetic-samples"], config["synthetic-clusters"],
+                                      config["synthetic-dims"], config["synthetic-weak-view"], config["seed"])
+    return scenario_dataset(config).labels
+
+
+def fold_test_targets(config: Mapping[str, Any]) -> np.ndarray:
+    """The targets of the configured fold's test rows, in file order (aligned across modalities);
+    the server reads them only in simulation, to score late fusion."""
+    test = fold_indices(scenario_dataset(config).labels, config["n-folds"], config["fold"], config["seed"])[1]
+    return scenario_targets(config)[test]
+
+
 def view_normalisation(config: Mapping[str, Any], modality: int) -> str:
     """``normalisation`` is one method for all views or a comma list, one per view."""
     methods = config["normalisation"].split(",")
@@ -49,23 +76,33 @@ def view_normalisation(config: Mapping[str, Any], modality: int) -> str:
 
 @dataclass
 class ModalityData:
-    """What agent m holds: training rows in its own order, and a labelled evaluation set."""
+    """What agent m holds: training rows in its own order, and a labelled evaluation set; in
+    supervised mode also the training targets (same order) and the test fold's targets."""
 
     train: np.ndarray
     evaluation: np.ndarray
     labels: np.ndarray  # local evaluation labels; they never leave the agent
     n_classes: int
+    train_targets: np.ndarray | None = None
+    evaluation_targets: np.ndarray | None = None
 
 
 def modality_data(config: Mapping[str, Any], modality: int) -> ModalityData:
     """View m of the scenario's dataset, normalised with its own statistics only, training rows
-    permuted independently of every other view unless the scenario is aligned."""
+    permuted independently of every other view unless the scenario is aligned. Supervised:
+    training rows are the fold's training rows (so permuted), evaluation rows its test fold in
+    file order."""
     dataset = scenario_dataset(config)
     if not 0 <= modality < dataset.n_views:
         raise ValueError(f"modality {modality} does not exist: {dataset.name} has {dataset.n_views} views")
     view = normalise_view(dataset.views[modality], view_normalisation(config, modality))
-    order = view_orders(dataset.n_samples, dataset.n_views, config["aligned"], config["seed"])[modality]
-    return ModalityData(view[order], view, dataset.labels, dataset.n_classes)
+    if config["task"] == "clustering":
+        order = view_orders(dataset.n_samples, dataset.n_views, config["aligned"], config["seed"])[modality]
+        return ModalityData(view[order], view, dataset.labels, dataset.n_classes)
+    train, test = fold_indices(dataset.labels, config["n-folds"], config["fold"], config["seed"])
+    order = train[view_orders(len(train), dataset.n_views, config["aligned"], config["seed"])[modality]]
+    targets = scenario_targets(config)
+    return ModalityData(view[order], view[test], dataset.labels[test], dataset.n_classes, targets[order], targets[test])
 
 
 class ModalityAgent:
@@ -79,7 +116,12 @@ class ModalityAgent:
         with torch.random.fork_rng():
             torch.manual_seed(int(np.random.default_rng([config["seed"], modality]).integers(2**31)))
             self.model = WAE(data.train.shape[1], config["latent-dim"], config["hidden-dim"])
-        self.optimiser = torch.optim.Adam(self.model.parameters(), lr=config["lr"])
+            self.predictor = None if config["task"] == "clustering" else Predictor(
+                config["latent-dim"], config["hidden-dim"], data.n_classes if config["task"] == "classification" else 1)
+        self.modules = {"model": self.model} if self.predictor is None else {"model": self.model,
+                                                                             "predictor": self.predictor}
+        parameters = itertools.chain.from_iterable(module.parameters() for module in self.modules.values())
+        self.optimiser = torch.optim.Adam(parameters, lr=config["lr"])
         self.batch_indices: np.ndarray | None = None
         self.batch_round = -1
 
@@ -106,8 +148,9 @@ class ModalityAgent:
     # ------------------------------------------------------------------ training
 
     def train(self, instruction: TrainInstruction) -> dict[str, float]:
-        """E local steps on the kept batch with eq. 6 (+ server gradient, + MMD); without a mix
-        (local-only), plain WAE training on a freshly drawn batch."""
+        """E local steps on the kept batch with eq. 6 (+ server gradient, + MMD, + eq. 8 with the
+        batch's own targets in supervised mode); without a mix (local-only), plain WAE training
+        (+ L_sup(h_m(Z_m), y_m)) on a freshly drawn batch."""
         if instruction.mixed_barycenter is None and self.batch_round != instruction.round:
             self.sample_batch(instruction.round, instruction.batch_size, instruction.seed)
         x = torch.from_numpy(self.data.train[self.batch_indices])
@@ -117,15 +160,21 @@ class ModalityAgent:
             projected = torch.from_numpy(target.astype(np.float32))
         if instruction.server_gradient is not None:
             gradient = torch.from_numpy(instruction.server_gradient)
+        targets = None if self.predictor is None else torch.from_numpy(self.data.train_targets[self.batch_indices])
         generator = torch.Generator().manual_seed(
             int(np.random.default_rng([instruction.seed, self.modality, instruction.round, 1]).integers(2**31)))
-        self.model.train()
+        for module in self.modules.values():
+            module.train()
         first: dict[str, float] = {}
         for _ in range(self.config["local-steps"]):
             self.optimiser.zero_grad()
             codes, reconstruction = self.model(x)
             decoded_mix = self.model.decode(projected) if projected is not None and self.weights.decode_mix else None
             terms = local_loss(x, codes, reconstruction, self.weights, projected, decoded_mix, gradient, generator)
+            if self.predictor is not None:
+                supervised = supervised_terms(self.predictor, codes, targets, self.config["loss"],
+                                              self.config["supervised-weight"], projected)
+                terms = {**terms, **supervised, "total": terms["total"] + sum(supervised.values())}
             terms["total"].backward()
             self.optimiser.step()
             first = first or {name: float(value.detach()) for name, value in terms.items()}
@@ -138,11 +187,28 @@ class ModalityAgent:
         codes = self.encode(self.data.evaluation)
         return kmeans_scores(codes, self.data.labels, n_clusters, kmeans_init, seed), codes
 
+    def predict(self, noise_levels: list[float]) -> tuple[list[float], np.ndarray]:
+        """h_m(f_m(X_test + E_r)) for each noise energy ratio r (||E_r||^2 = r ||X_test||^2): the
+        score of each (accuracy or MAE, against the local test targets) and the outputs
+        (class probabilities or predictions), L x N_test x K, test rows in file order."""
+        rng = np.random.default_rng([self.config["seed"], self.modality, self.config["fold"], 3])
+        self.predictor.eval()
+        outputs = []
+        with torch.no_grad():
+            for x in noisy_copies(self.data.evaluation, noise_levels, rng):
+                raw = self.predictor(torch.from_numpy(self.encode(x)))
+                outputs.append((torch.softmax(raw, 1) if self.config["task"] == "classification" else raw).numpy())
+        stacked = np.stack(outputs).astype(np.float32)
+        scores = [score(level, self.data.evaluation_targets, self.config["task"]) for level in stacked]
+        return scores, stacked
+
     # ------------------------------------------------------------------ state
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        """Everything a fresh process needs to continue: weights, Adam moments, kept batch."""
-        arrays = {f"model.{name}": value.detach().numpy().copy() for name, value in self.model.state_dict().items()}
+        """Everything a fresh process needs to continue: weights (WAE, predictor), Adam moments,
+        kept batch."""
+        arrays = {f"{prefix}.{name}": value.detach().numpy().copy()
+                  for prefix, module in self.modules.items() for name, value in module.state_dict().items()}
         for index, slots in self.optimiser.state_dict()["state"].items():
             for slot, value in slots.items():
                 arrays[f"optim.{index}.{slot}"] = np.asarray(value.detach().numpy() if torch.is_tensor(value) else value)
@@ -152,8 +218,9 @@ class ModalityAgent:
         return arrays
 
     def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self.model.load_state_dict({name.removeprefix("model."): torch.from_numpy(np.array(value))
-                                    for name, value in arrays.items() if name.startswith("model.")})
+        for prefix, module in self.modules.items():
+            module.load_state_dict({name.removeprefix(f"{prefix}."): torch.from_numpy(np.array(value))
+                                    for name, value in arrays.items() if name.startswith(f"{prefix}.")})
         optimiser_state: dict[int, dict[str, torch.Tensor]] = {}
         for name, value in arrays.items():
             if name.startswith("optim."):

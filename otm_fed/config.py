@@ -12,6 +12,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
+from otm_fed.supervised import LOSSES, TASKS, parse_noise_levels
+
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 
 DEFAULTS: dict[str, Any] = {
@@ -47,15 +49,24 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "out-dir": "",
     "round-timeout": 600.0,
+    "task": "clustering",
+    "fold": 0,
+    "n-folds": 5,
+    "supervised-weight": 1.0,
+    "loss": "ce",
+    "noise-levels": "0.0",
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "mask": ("binary", "dirichlet", "none"),
+    "task": TASKS,
+    "loss": ("ce", "mae", "mse"),
 }
 BUILTIN_STRATEGIES = ("otm", "local-only")
 POSITIVE_INTS = ("rounds", "batch-size", "local-steps", "latent-dim", "hidden-dim", "eval-every",
                  "kmeans-init", "synthetic-samples", "synthetic-clusters")
-NON_NEGATIVE = ("num-modalities", "n-clusters", "barycenter-size", "max-outer", "beta", "eta", "mmd-weight", "synthetic-weak-view")
+NON_NEGATIVE = ("num-modalities", "n-clusters", "barycenter-size", "max-outer", "beta", "eta", "mmd-weight", "synthetic-weak-view",
+                "fold", "supervised-weight")
 
 
 class ConfigError(ValueError):
@@ -148,4 +159,22 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"alpha must lie in [0, 1], got {config['alpha']}")
     if config["lr"] <= 0:
         raise ConfigError(f"lr must be positive, got {config['lr']}")
+    validate_supervised(config)
     return config
+
+
+def validate_supervised(config: Mapping[str, Any]) -> None:
+    """Folds, the loss matching the task, regression's synthetic target, noise levels."""
+    if config["n-folds"] < 2:
+        raise ConfigError(f"n-folds must be at least 2, got {config['n-folds']}")
+    if config["fold"] >= config["n-folds"]:
+        raise ConfigError(f"fold must lie in 0..{config['n-folds'] - 1}, got {config['fold']}")
+    task = config["task"]
+    if task in LOSSES and config["loss"] not in LOSSES[task]:
+        raise ConfigError(f"loss for task {task} must be one of {LOSSES[task]}, got {config['loss']!r}")
+    if task == "regression" and config["dataset"] != "synthetic":
+        raise ConfigError("task regression needs dataset synthetic: its target comes from the hidden factors")
+    try:
+        parse_noise_levels(config["noise-levels"])
+    except ValueError as error:
+        raise ConfigError(str(error)) from error

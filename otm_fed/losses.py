@@ -62,3 +62,25 @@ def local_loss(x: torch.Tensor, codes: torch.Tensor, reconstruction: torch.Tenso
         terms["mmd"] = weights.mmd * mmd_penalty(codes, generator)
     terms["total"] = sum(terms.values())
     return terms
+
+
+def supervised_loss(outputs: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
+    """L_sup of eq. 8: cross-entropy on logits (N x C) and class indices, or MAE / MSE on
+    predictions (N x 1) and continuous targets."""
+    if loss == "ce":
+        return torch.nn.functional.cross_entropy(outputs, targets.long())
+    if loss == "mae":
+        return (outputs[:, 0] - targets).abs().mean()
+    if loss == "mse":
+        return (outputs[:, 0] - targets).pow(2).mean()
+    raise ValueError(f"unknown supervised loss {loss!r}; expected ce, mae or mse")
+
+
+def supervised_terms(predictor: torch.nn.Module, codes: torch.Tensor, targets: torch.Tensor, loss: str,
+                     weight: float, projected_mix: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Eq. 8, weighted: L_sup(h_m(Z_m), y_m) and, with a mix, L_sup(h_m(Z~_m), y_m); Z~_m's rows
+    share the labels of the rows they were mapped to (eq. 4)."""
+    terms = {"supervised": weight * supervised_loss(predictor(codes), targets, loss)}
+    if projected_mix is not None:
+        terms["supervised_mix"] = weight * supervised_loss(predictor(projected_mix), targets, loss)
+    return terms

@@ -28,3 +28,18 @@ class WAE(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.encode(x)
         return z, self.decode(z)
+
+
+class Predictor(nn.Module):
+    """The local predictor h_m: R^d -> R^K of eq. 8 (logits, or K = 1 for regression),
+    Linear-ReLU-Linear like the WAE."""
+
+    def __init__(self, latent_dim: int, hidden_dim: int, n_outputs: int) -> None:
+        super().__init__()
+        if min(latent_dim, hidden_dim, n_outputs) < 1:
+            raise ValueError(f"dimensions must be positive, got latent {latent_dim}, "
+                             f"hidden {hidden_dim}, outputs {n_outputs}")
+        self.layers = nn.Sequential(nn.Linear(latent_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, n_outputs))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.layers(z)

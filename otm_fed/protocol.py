@@ -18,6 +18,13 @@ One round:
    reply   agent -> server: config {modality}, metrics {purity, acc, nmi, ari}; with fused-eval
            (simulation only) also arrays {eval-codes: float32}, the evaluation set's codes in
            file order.
+   Supervised (task classification or regression), instead:
+   EVALUATE server -> agent: config {round, noise-levels: list of floats r (noise energy / data
+           energy of the agent's own test inputs), fused-eval}.
+   reply   agent -> server: config {modality}, metrics {accuracy-i or mae-i: the score on its own
+           test fold at noise-levels[i]}; with fused-eval (simulation only, for late fusion) also
+           arrays {test-outputs: float32 L x N_test x K, class probabilities or predictions of the
+           test fold in file order}. Targets never cross the wire.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from otm_fed.plans import SparsePlan, decode_plan, encode_plan
+from otm_fed.supervised import SCORE_OF_TASK
 
 QUERY, TRAIN, EVALUATE = "query", "train", "evaluate"
 CONFIG_RECORD, ARRAYS_RECORD, METRICS_RECORD = "config", "arrays", "metrics"
@@ -38,6 +46,7 @@ MIXED_BARYCENTER = "mixed-barycenter"
 PLAN_ROWS, PLAN_COLS, PLAN_VALUES, PLAN_SHAPE = "plan-rows", "plan-cols", "plan-values", "plan-shape"
 SERVER_GRADIENT = "server-gradient"
 EVAL_CODES = "eval-codes"
+TEST_OUTPUTS = "test-outputs"
 SCORE_NAMES = ("purity", "acc", "nmi", "ari")
 MARGINAL_TOLERANCE = 1e-6
 
@@ -207,3 +216,58 @@ def read_evaluate_reply(payload: Payload, latent_dim: int, fused_eval: bool) -> 
         raise ProtocolError(f"evaluation scores must be finite and in [-1, 1], got {scores}")
     codes = _matrix("eval codes", payload.arrays[EVAL_CODES], np.float32, latent_dim) if fused_eval else None
     return _modality(payload), scores, codes
+
+
+# --------------------------------------------------------------------------- EVALUATE, supervised
+
+
+def predict_request(round_number: int, noise_levels: list[float], fused_eval: bool) -> Payload:
+    return Payload(config={"round": round_number, "noise-levels": [float(level) for level in noise_levels],
+                           "fused-eval": fused_eval})
+
+
+def read_predict_request(payload: Payload) -> tuple[list[float], bool]:
+    """(noise levels, fused-eval) from a supervised EVALUATE, or ProtocolError."""
+    _expect_keys("predict config", payload.config, {"round", "noise-levels", "fused-eval"})
+    _expect_keys("predict arrays", payload.arrays, set())
+    levels = payload.config["noise-levels"]
+    if not (isinstance(levels, list) and levels and all(isinstance(level, float) and np.isfinite(level)
+                                                        and level >= 0 for level in levels)):
+        raise ProtocolError(f"noise-levels must be a non-empty list of non-negative floats, got {levels!r}")
+    return levels, bool(payload.config["fused-eval"])
+
+
+def score_keys(task: str, n_levels: int) -> list[str]:
+    """The metric names of a predictions reply: ``accuracy-0``, ``accuracy-1``, ... (or ``mae-i``)."""
+    return [f"{SCORE_OF_TASK[task]}-{index}" for index in range(n_levels)]
+
+
+def predictions_reply(modality: int, task: str, scores: list[float], outputs: np.ndarray | None = None) -> Payload:
+    return metrics_reply(modality, dict(zip(score_keys(task, len(scores)), scores)),
+                         None if outputs is None else {TEST_OUTPUTS: np.asarray(outputs, np.float32)})
+
+
+def read_predictions_reply(payload: Payload, task: str, n_levels: int, n_outputs: int, fused_eval: bool,
+                           n_test: int | None = None) -> tuple[int, list[float], np.ndarray | None]:
+    """(modality, score per noise level, test outputs L x N_test x K or None), or ProtocolError."""
+    keys = score_keys(task, n_levels)
+    _expect_keys("predictions reply config", payload.config, {"modality"})
+    _expect_keys("predictions reply metrics", payload.metrics, set(keys))
+    _expect_keys("predictions reply arrays", payload.arrays, {TEST_OUTPUTS} if fused_eval else set())
+    scores = [float(payload.metrics[key]) for key in keys]
+    upper = 1.0 if task == "classification" else np.inf
+    if not all(np.isfinite(value) and 0.0 <= value <= upper for value in scores):
+        raise ProtocolError(f"{SCORE_OF_TASK[task]} scores must be finite and in [0, {upper}], got {scores}")
+    if not fused_eval:
+        return _modality(payload), scores, None
+    outputs = payload.arrays[TEST_OUTPUTS]
+    if not (isinstance(outputs, np.ndarray) and outputs.dtype == np.float32 and outputs.ndim == 3):
+        raise ProtocolError("test outputs must be a 3-D float32 array L x N_test x K")
+    expected = (n_levels, outputs.shape[1] if n_test is None else n_test, n_outputs)
+    if outputs.shape != expected or outputs.shape[1] == 0:
+        raise ProtocolError(f"test outputs have shape {outputs.shape}, expected {expected}")
+    if not np.all(np.isfinite(outputs)):
+        raise ProtocolError("test outputs contain NaN or Inf")
+    if task == "classification" and (outputs.min() < 0 or np.abs(outputs.sum(2) - 1.0).max() > 1e-4):
+        raise ProtocolError("class probabilities must be non-negative and sum to 1 per test row")
+    return _modality(payload), scores, outputs

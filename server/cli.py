@@ -30,6 +30,13 @@ def print_final_table(summary: dict) -> None:
     final = summary["final"]
     print(f"\n{summary['scenario']} / {summary['strategy']}: {summary['rounds']} rounds, seed {summary['seed']}, "
           f"{summary['wall_seconds']:.1f} s")
+    supervised = [name for name in ("accuracy", "mae") if name in final]
+    if supervised:
+        name = supervised[0]
+        print(f"| {name} | mean | per modality | late fusion |\n|---|---|---|---|")
+        per = ", ".join(f"{v:.4f}" for v in final[f"{name}_per_modality"])
+        print(f"| test fold | {final[name]:.4f} | {per} | {final.get(f'late_fusion_{name}', float('nan')):.4f} |")
+        return
     print("| metric | mean | per modality |\n|---|---|---|")
     for name in ("purity", "acc", "nmi", "ari"):
         per = ", ".join(f"{v:.4f}" for v in final.get(f"{name}_per_modality", []))

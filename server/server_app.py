@@ -10,7 +10,7 @@ from typing import Any, Mapping
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from otm_fed.agent import scenario_dataset
+from otm_fed.agent import fold_test_targets, scenario_dataset
 from otm_fed.config import config_from_run_config
 from otm_fed.results import RunRecorder
 from server.strategy import OTMStrategy, strategy_class
@@ -24,13 +24,15 @@ def default_run_dir(config: Mapping[str, Any]) -> Path:
 
 def build_strategy(config: Mapping[str, Any], recorder: RunRecorder | None) -> OTMStrategy:
     """The configured strategy, sized from the config or, where it is silent, from the dataset
-    (which the server only reads in simulation, for sizes and the fused score's labels)."""
+    (which the server only reads in simulation, for sizes and the fused score's labels: in
+    supervised mode the test fold's targets, for late fusion)."""
     n_modalities, n_clusters, labels = config["num-modalities"], config["n-clusters"], None
     if not (n_modalities and n_clusters) or config["fused-eval"]:
         dataset = scenario_dataset(config)
         n_modalities = n_modalities or dataset.n_views
         n_clusters = n_clusters or dataset.n_classes
-        labels = dataset.labels if config["fused-eval"] else None
+        if config["fused-eval"]:
+            labels = dataset.labels if config["task"] == "clustering" else fold_test_targets(config)
     return strategy_class(config["strategy"])(config, n_modalities, n_clusters, recorder=recorder,
                                           fused_labels=labels)
 

@@ -30,12 +30,15 @@ from otm_fed.protocol import (
     Payload,
     ProtocolError,
     evaluate_request,
+    predict_request,
     query_request,
     read_codes_reply,
     read_evaluate_reply,
+    read_predictions_reply,
     read_train_reply,
     train_request,
 )
+from otm_fed.supervised import SCORE_OF_TASK, late_fusion, parse_noise_levels, score
 from otm_fed.results import RunRecorder
 from server.records import from_records, payload_bytes, to_records
 
@@ -136,12 +139,18 @@ class OTMStrategy(Strategy):
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
-        payload = evaluate_request(server_round, self.n_clusters, self.config["kmeans-init"],
-                                   self.config["fused-eval"])
+        if self.config["task"] == "clustering":
+            payload = evaluate_request(server_round, self.n_clusters, self.config["kmeans-init"],
+                                       self.config["fused-eval"])
+        else:
+            payload = predict_request(server_round, parse_noise_levels(self.config["noise-levels"]),
+                                      self.config["fused-eval"])
         return [Message(to_records(payload), dst_node_id=node, message_type=EVALUATE)
                 for node in self.node_of.values()]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        if self.config["task"] != "clustering":
+            return self.aggregate_predictions(replies)
         scores: dict[int, dict[str, float]] = {}
         eval_codes: dict[int, np.ndarray] = {}
         for reply in self.valid_replies(replies, EVALUATE):
@@ -158,6 +167,43 @@ class OTMStrategy(Strategy):
             fused_scores = kmeans_scores(fused, self.fused_labels, self.n_clusters, self.config["kmeans-init"],
                                          self.config["seed"])
             aggregated.update({f"fused_{name}": value for name, value in fused_scores.items()})
+        self.row["eval"] = aggregated
+        return MetricRecord({k: v for k, v in aggregated.items() if isinstance(v, float)})
+
+    def aggregate_predictions(self, replies: Iterable[Message]) -> MetricRecord | None:
+        """Supervised: each modality's score (accuracy or MAE) on its own test fold per noise
+        level (level 0 is clean); with fused-eval (simulation only) late fusion, the average of
+        the modalities' outputs, clean and with one modality's inputs noisy at a time."""
+        task, levels = self.config["task"], parse_noise_levels(self.config["noise-levels"])
+        name = SCORE_OF_TASK[task]
+        n_test = None if self.fused_labels is None else len(self.fused_labels)
+        scores: dict[int, list[float]] = {}
+        outputs: dict[int, np.ndarray] = {}
+        for reply in self.valid_replies(replies, EVALUATE):
+            try:
+                modality, modality_scores, modality_outputs = read_predictions_reply(
+                    from_records(reply.content), task, len(levels), self.n_clusters if task == "classification" else 1,
+                    self.config["fused-eval"], n_test)
+            except ProtocolError as error:
+                self.record_failure(reply.metadata.src_node_id, EVALUATE, str(error))
+                continue
+            scores[modality] = modality_scores
+            if modality_outputs is not None:
+                outputs[modality] = modality_outputs
+        if not scores:
+            return None
+        ordered = sorted(scores)
+        aggregated: dict[str, Any] = {name: float(np.mean([scores[m][0] for m in ordered])),
+                                      f"{name}_per_modality": [scores[m][0] for m in ordered],
+                                      "noise_levels": levels,
+                                      f"{name}_noise_per_modality": [scores[m] for m in ordered]}
+        if self.fused_labels is not None and len(outputs) == len(scores):
+            def fused(noisy: int | None, level: int) -> float:
+                return score(late_fusion([outputs[m][level if m == noisy else 0] for m in ordered]),
+                             self.fused_labels, task)
+            aggregated[f"late_fusion_{name}"] = fused(None, 0)
+            aggregated[f"late_fusion_{name}_noise"] = [[fused(m, level) for level in range(len(levels))]
+                                                       for m in ordered]
         self.row["eval"] = aggregated
         return MetricRecord({k: v for k, v in aggregated.items() if isinstance(v, float)})
 
@@ -255,7 +301,12 @@ class OTMStrategy(Strategy):
         totals = [losses.get("total", float("nan")) for losses in row.get("losses", {}).values()]
         line = f"round {server_round:>3}/{num_rounds}  loss {np.mean(totals) if totals else float('nan'):8.4f}"
         line += f"  {row['seconds']['total']:6.2f} s"
-        if "eval" in row:
+        if "eval" in row and self.config["task"] != "clustering":
+            name = SCORE_OF_TASK[self.config["task"]]
+            line += f"  {name} " + " ".join(f"{value:.4f}" for value in row["eval"][f"{name}_per_modality"])
+            if f"late_fusion_{name}" in row["eval"]:
+                line += f"  late fusion {row['eval'][f'late_fusion_{name}']:.4f}"
+        elif "eval" in row:
             line += f"  purity {row['eval']['purity']:.4f}  acc {row['eval']['acc']:.4f}  nmi {row['eval']['nmi']:.4f}"
             if "fused_purity" in row["eval"]:
                 line += f"  fused purity {row['eval']['fused_purity']:.4f}"

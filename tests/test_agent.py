@@ -44,9 +44,12 @@ def test_training_on_the_mix_lowers_the_loss(config):
     assert totals[-1] < 0.8 * totals[0]
 
 
-def test_state_arrays_restore_an_identical_agent(config):
+@pytest.mark.parametrize("task", ["clustering", "classification"])
+def test_state_arrays_restore_an_identical_agent(config, task):
     """Flower's deployment engine may start a fresh process per message: an agent rebuilt from
-    its state must continue exactly as the original would."""
+    its state (WAE, supervised predictor h_m, Adam moments, kept batch) must continue exactly as
+    the original would."""
+    config = {**config, "task": task}
     original = ModalityAgent(1, modality_data(config, 1), config)
     codes = original.query(1, 32, seed=0)
     original.train(mixed_instruction(original, codes, 1))
@@ -56,6 +59,12 @@ def test_state_arrays_restore_an_identical_agent(config):
     instruction = mixed_instruction(original, codes, 2)
     assert original.train(instruction) == rebuilt.train(instruction)
     np.testing.assert_array_equal(original.query(3, 32, 0), rebuilt.query(3, 32, 0))
+    if task == "classification":
+        assert any(name.startswith("predictor.") for name in original.state_arrays())
+        original_scores, original_outputs = original.predict([0.0, 0.2])
+        rebuilt_scores, rebuilt_outputs = rebuilt.predict([0.0, 0.2])
+        assert original_scores == rebuilt_scores
+        np.testing.assert_array_equal(original_outputs, rebuilt_outputs)
 
 
 def test_evaluate_scores_own_codes_against_local_labels(config):

@@ -41,6 +41,11 @@ def test_run_config_overrides_scenario_where_it_differs_from_defaults():
         ({"strategy": "fedavg"}, "strategy must be one of"),
         ({"batch-size": "0"}, "batch-size must be at least 1"),
         ({"aligned": "maybe"}, "true/false"),
+        ({"task": "ranking"}, "task must be one of"),
+        ({"task": "classification", "loss": "mae"}, "loss for task classification"),
+        ({"fold": "5"}, r"fold must lie in 0\.\.4"),
+        ({"n-folds": "1"}, "n-folds must be at least 2"),
+        ({"noise-levels": "0.1,0.2"}, "first noise level must be 0"),
     ],
 )
 def test_bad_overrides_are_refused(overrides, message):

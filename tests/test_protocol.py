@@ -12,7 +12,11 @@ from otm_fed.protocol import (
     codes_reply,
     metrics_reply,
     read_codes_reply,
+    predict_request,
+    predictions_reply,
     read_evaluate_reply,
+    read_predict_request,
+    read_predictions_reply,
     read_train_request,
     train_request,
 )
@@ -119,3 +123,52 @@ def test_unknown_record_is_refused():
     records["secret"] = ConfigRecord({"ids": "1,2,3"})
     with pytest.raises(ProtocolError, match="unexpected records"):
         from_records(records)
+
+
+def probabilities(levels: int = 2, rows: int = N, classes: int = 3) -> np.ndarray:
+    logits = np.random.default_rng(2).standard_normal((levels, rows, classes))
+    return (np.exp(logits) / np.exp(logits).sum(2, keepdims=True)).astype(np.float32)
+
+
+def test_predict_request_and_reply_round_trip_through_records():
+    levels, fused = read_predict_request(from_records(to_records(predict_request(4, [0.0, 0.3], True))))
+    assert (levels, fused) == ([0.0, 0.3], True)
+    reply = from_records(to_records(predictions_reply(1, "classification", [0.9, 0.7], probabilities())))
+    assert set(reply.metrics) == {"accuracy-0", "accuracy-1"}
+    modality, scores, outputs = read_predictions_reply(reply, "classification", 2, 3, fused_eval=True, n_test=N)
+    assert (modality, scores) == (1, [0.9, 0.7])
+    np.testing.assert_array_equal(outputs, probabilities())
+    reply = predictions_reply(0, "regression", [0.4, 0.6])
+    assert read_predictions_reply(reply, "regression", 2, 1, fused_eval=False) == (0, [0.4, 0.6], None)
+
+
+def bad_predictions_payloads() -> dict[str, Payload]:
+    unnormalised = probabilities()
+    unnormalised[0, 0] *= 2
+    return {
+        "accuracy above 1": predictions_reply(0, "classification", [1.2, 0.5], probabilities()),
+        "negative mae": predictions_reply(0, "regression", [-0.1, 0.5]),
+        "one level missing": predictions_reply(0, "classification", [0.9], probabilities(levels=1)),
+        "probabilities do not sum to 1": predictions_reply(0, "classification", [0.9, 0.7], unnormalised),
+        "wrong test size": predictions_reply(0, "classification", [0.9, 0.7], probabilities(rows=N + 1)),
+        "wrong class count": predictions_reply(0, "classification", [0.9, 0.7], probabilities(classes=4)),
+        "outputs missing": predictions_reply(0, "classification", [0.9, 0.7]),
+        "labels smuggled": Payload({"modality": 0}, {"test-outputs": probabilities(), "labels": np.arange(N)},
+                                   {"accuracy-0": 0.9, "accuracy-1": 0.7}),
+    }
+
+
+@pytest.mark.parametrize("kind", list(bad_predictions_payloads()))
+def test_server_refuses_malformed_predictions(kind):
+    task = "regression" if kind == "negative mae" else "classification"
+    with pytest.raises(ProtocolError):
+        read_predictions_reply(bad_predictions_payloads()[kind], task, 2, 3, fused_eval=task == "classification",
+                               n_test=N)
+
+
+@pytest.mark.parametrize("levels", [[], [0.0, -0.5], [0.0, float("nan")], "0,0.1"])
+def test_agent_refuses_bad_noise_levels(levels):
+    payload = predict_request(1, [0.0], False)
+    payload.config["noise-levels"] = levels
+    with pytest.raises(ProtocolError, match="noise-levels"):
+        read_predict_request(payload)
