@@ -116,10 +116,12 @@ class ModalityAgent:
         with torch.random.fork_rng():
             torch.manual_seed(int(np.random.default_rng([config["seed"], modality]).integers(2**31)))
             self.model = WAE(data.train.shape[1], config["latent-dim"], config["hidden-dim"])
+            n_outputs = data.n_classes if config["task"] == "classification" else 1
             self.predictor = None if config["task"] == "clustering" else Predictor(
-                config["latent-dim"], config["hidden-dim"], data.n_classes if config["task"] == "classification" else 1)
-        self.modules = {"model": self.model} if self.predictor is None else {"model": self.model,
-                                                                             "predictor": self.predictor}
+                config["latent-dim"], config["hidden-dim"], n_outputs)
+        self.modules: dict[str, torch.nn.Module] = {"model": self.model}
+        if self.predictor is not None:
+            self.modules["predictor"] = self.predictor  # h_m (eq. 8)
         parameters = itertools.chain.from_iterable(module.parameters() for module in self.modules.values())
         self.optimiser = torch.optim.Adam(parameters, lr=config["lr"])
         self.batch_indices: np.ndarray | None = None

@@ -188,3 +188,15 @@ def test_supervised_run_on_prokaryotic_beats_chance(tmp_path, data_dir):
     noisy = final["late_fusion_accuracy_noise"]
     assert len(noisy) == 3 and all(curve[0] == final["late_fusion_accuracy"] for curve in noisy)
     assert final["accuracy_noise_per_modality"][1][1] < per_modality[1]  # noise 0.5 on the proteome view
+
+
+def test_regression_agent_learns_the_hidden_target():
+    config = resolve_config("synthetic-regression", {"synthetic-samples": "200", "batch-size": "64",
+                                                     "supervised-weight": "10"})
+    agent = ModalityAgent(0, modality_data(config, 0), config)
+    for round_number in range(1, 41):
+        agent.train(TrainInstruction(round_number, 64, 0))
+    scores, outputs = agent.predict([0.0])
+    assert outputs.shape == (1, 40, 1)
+    baseline = float(np.mean(np.abs(agent.data.evaluation_targets)))  # predicting the mean, 0
+    assert scores[0] < 0.6 * baseline
