@@ -15,6 +15,7 @@ from otm_fed.models import Predictor
 from otm_fed.protocol import TrainInstruction
 from otm_fed.supervised import fold_indices, late_fusion, noisy_copies, parse_noise_levels, score
 from server.inprocess import run_inprocess
+from server.strategy import OTMStrategy
 
 LABELS = np.repeat(np.arange(3), [50, 30, 20])
 
@@ -200,3 +201,33 @@ def test_regression_agent_learns_the_hidden_target():
     assert outputs.shape == (1, 40, 1)
     baseline = float(np.mean(np.abs(agent.data.evaluation_targets)))  # predicting the mean, 0
     assert scores[0] < 0.6 * baseline
+
+
+EVALUATE_REPLIES: list[dict] = []
+
+
+class RecordingStrategy(OTMStrategy):
+    """OTM, unchanged, that records each EVALUATE reply's records before using them."""
+
+    def valid_replies(self, replies, kind):
+        replies = list(replies)
+        if kind == "evaluate":
+            EVALUATE_REPLIES.extend({name: dict(record) for name, record in reply.content.items()}
+                                    for reply in replies)
+        return super().valid_replies(replies, kind)
+
+
+def test_supervised_evaluate_replies_carry_scores_and_test_outputs_only(tmp_path):
+    EVALUATE_REPLIES.clear()
+    config = resolve_config("synthetic", {"task": "classification", "synthetic-samples": "120", "rounds": "2",
+                                          "eval-every": "2", "batch-size": "32", "noise-levels": "0,0.4",
+                                          "strategy": "tests.test_supervised:RecordingStrategy"})
+    run_dir = run_inprocess(config, 3, tmp_path / "run")
+    assert len(EVALUATE_REPLIES) == 3
+    for records in EVALUATE_REPLIES:
+        assert set(records) == {"config", "metrics", "arrays"} and set(records["config"]) == {"modality"}
+        assert set(records["metrics"]) == {"accuracy-0", "accuracy-1"}
+        assert {name: (array.numpy().dtype, array.numpy().shape) for name, array in records["arrays"].items()} == {
+            "test-outputs": (np.float32, (2, 24, 6))}
+    final = json.loads((run_dir / "summary.json").read_text())["final"]
+    assert final["noise_levels"] == [0.0, 0.4] and len(final["late_fusion_accuracy_noise"]) == 3
