@@ -60,7 +60,7 @@ DEFAULTS: dict[str, Any] = {
 CHOICES: dict[str, tuple[str, ...]] = {
     "mask": ("binary", "dirichlet", "none"),
     "task": TASKS,
-    "loss": ("ce", "mae", "mse"),
+    "loss": tuple(loss for losses in LOSSES.values() for loss in losses),
 }
 BUILTIN_STRATEGIES = ("otm", "local-only")
 POSITIVE_INTS = ("rounds", "batch-size", "local-steps", "latent-dim", "hidden-dim", "eval-every",
