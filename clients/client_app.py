@@ -2,7 +2,8 @@
 
 Flower's deployment engine may start a fresh process per message, so the agent is rebuilt from
 ``context.state`` on every message and saved back before replying. A node learns its modality
-from ``node_config``: ``modality`` in deployment, ``partition-id`` in simulation.
+from ``node_config``: ``modality`` in deployment, ``partition-id`` in simulation; in deployment
+``data-path`` names the site's own data file (else the scenario's dataset is read).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def node_modality(context: Context) -> int:
 def load_agent(context: Context) -> ModalityAgent:
     config = config_from_run_config(context.run_config)
     modality = node_modality(context)
-    agent = ModalityAgent(modality, modality_data(config, modality), config)
+    data = modality_data(config, modality, str(context.node_config.get("data-path", "")))
+    agent = ModalityAgent(modality, data, config)
     if AGENT_STATE in context.state:
         agent.load_state_arrays(numpy_arrays(context.state[AGENT_STATE]))
     return agent

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from otm_fed.data import MultiViewDataset, load_dataset, make_synthetic, normalise_view, view_orders
+from otm_fed.data import MultiViewDataset, load_dataset, load_multiview, make_synthetic, normalise_view, view_orders
 from otm_fed.losses import LossWeights, local_loss
 from otm_fed.metrics import kmeans_scores
 from otm_fed.mixer import project_to_modality
@@ -57,14 +57,24 @@ class ModalityData:
     n_classes: int
 
 
-def modality_data(config: Mapping[str, Any], modality: int) -> ModalityData:
+@functools.lru_cache(maxsize=2)
+def site_dataset(data_path: str) -> MultiViewDataset:
+    """A deployed site's own file (cached per process)."""
+    return load_multiview(data_path)
+
+
+def modality_data(config: Mapping[str, Any], modality: int, data_path: str = "") -> ModalityData:
     """View m of the scenario's dataset, normalised with its own statistics only, training rows
-    permuted independently of every other view unless the scenario is aligned."""
-    dataset = scenario_dataset(config)
-    if not 0 <= modality < dataset.n_views:
+    permuted independently of every other view unless the scenario is aligned.
+
+    In deployment a site reads its own file ``data_path`` instead: a single-view file is its
+    modality's view; a multi-view file is read at view ``modality``."""
+    dataset = site_dataset(data_path) if data_path else scenario_dataset(config)
+    view_index = 0 if data_path and dataset.n_views == 1 else modality
+    if not 0 <= view_index < dataset.n_views:
         raise ValueError(f"modality {modality} does not exist: {dataset.name} has {dataset.n_views} views")
-    view = normalise_view(dataset.views[modality], view_normalisation(config, modality))
-    order = view_orders(dataset.n_samples, dataset.n_views, config["aligned"], config["seed"])[modality]
+    view = normalise_view(dataset.views[view_index], view_normalisation(config, modality))
+    order = view_orders(dataset.n_samples, modality + 1, config["aligned"], config["seed"])[modality]
     return ModalityData(view[order], view, dataset.labels, dataset.n_classes)
 
 
