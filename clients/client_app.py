@@ -8,18 +8,32 @@ from ``node_config``: ``modality`` in deployment, ``partition-id`` in simulation
 
 from __future__ import annotations
 
+import logging
+from typing import Callable
+
 import torch
-from flwr.app import Context, Message
+from flwr.app import Context, Error, Message
 from flwr.clientapp import ClientApp
 
 from otm_fed.agent import ModalityAgent, modality_data
 from otm_fed.config import config_from_run_config
-from otm_fed.protocol import EVAL_CODES, codes_reply, metrics_reply, read_train_request
+from otm_fed.protocol import (
+    EVAL_CODES,
+    REFUSED,
+    ProtocolError,
+    codes_reply,
+    metrics_reply,
+    read_evaluate_request,
+    read_query_request,
+    read_train_request,
+    train_reply,
+)
 from server.records import array_record, from_records, numpy_arrays, to_records
 
 app = ClientApp()
 torch.set_num_threads(1)  # one core per simulated agent: actors must not oversubscribe the CPUs
 AGENT_STATE = "agent"
+log = logging.getLogger("otm_fed.client")
 
 
 def node_modality(context: Context) -> int:
@@ -43,29 +57,55 @@ def save_agent(agent: ModalityAgent, context: Context) -> None:
     context.state[AGENT_STATE] = array_record(agent.state_arrays())
 
 
+def refusing_malformed(handler: Callable[[Message, Context], Message]) -> Callable[[Message, Context], Message]:
+    """A request that breaks the protocol is logged and answered with a REFUSED error reply;
+    it is never used and never ends the agent's process."""
+
+    def wrapped(msg: Message, context: Context) -> Message:
+        try:
+            return handler(msg, context)
+        except ProtocolError as error:
+            log.warning("node %s refused %s message %s: %s", context.node_id, msg.metadata.message_type,
+                        msg.metadata.message_id, error)
+            return Message(Error(REFUSED, f"refused: {error}"), reply_to=msg)
+
+    return wrapped
+
+
 @app.query()
+@refusing_malformed
 def query(msg: Message, context: Context) -> Message:
+    round_number, batch_size, seed = read_query_request(from_records(msg.content))
     agent = load_agent(context)
-    request = from_records(msg.content).config
-    codes = agent.query(request["round"], request["batch-size"], request["seed"])
+    codes = agent.query(round_number, batch_size, seed)
     save_agent(agent, context)
     return Message(to_records(codes_reply(agent.modality, codes)), reply_to=msg)
 
 
 @app.train()
+@refusing_malformed
 def train(msg: Message, context: Context) -> Message:
+    """Train; then, where asked (piggy-backing), evaluate and encode the next round's batch."""
     agent = load_agent(context)
     batch_rows = None if agent.batch_indices is None else len(agent.batch_indices)
     instruction = read_train_request(from_records(msg.content), batch_rows, agent.config["latent-dim"])
     losses = agent.train(instruction)
+    scores = eval_codes = next_codes = None
+    if instruction.evaluation is not None:
+        scores, eval_codes = agent.evaluate(instruction.evaluation["n-clusters"],
+                                            instruction.evaluation["kmeans-init"], agent.config["seed"])
+        eval_codes = eval_codes if instruction.evaluation["fused-eval"] else None
+    if instruction.next_seed is not None:
+        next_codes = agent.query(instruction.round + 1, instruction.batch_size, instruction.next_seed)
     save_agent(agent, context)
-    return Message(to_records(metrics_reply(agent.modality, losses)), reply_to=msg)
+    return Message(to_records(train_reply(agent.modality, losses, next_codes, scores, eval_codes)), reply_to=msg)
 
 
 @app.evaluate()
+@refusing_malformed
 def evaluate(msg: Message, context: Context) -> Message:
+    n_clusters, kmeans_init, fused_eval = read_evaluate_request(from_records(msg.content))
     agent = load_agent(context)
-    request = from_records(msg.content).config
-    scores, codes = agent.evaluate(request["n-clusters"], request["kmeans-init"], agent.config["seed"])
-    arrays = {EVAL_CODES: codes} if request["fused-eval"] else None
+    scores, codes = agent.evaluate(n_clusters, kmeans_init, agent.config["seed"])
+    arrays = {EVAL_CODES: codes} if fused_eval else None
     return Message(to_records(metrics_reply(agent.modality, scores, arrays)), reply_to=msg)

@@ -78,6 +78,18 @@ def modality_data(config: Mapping[str, Any], modality: int, data_path: str = "")
     return ModalityData(view[order], view, dataset.labels, dataset.n_classes)
 
 
+def privatise_codes(codes: np.ndarray, clip: float, noise_multiplier: float, rng: np.random.Generator) -> np.ndarray:
+    """Beyond the paper: each code's L2 norm clipped to ``clip``, then Gaussian noise of standard
+    deviation ``noise_multiplier * clip`` added per coordinate (the Gaussian mechanism's scale for
+    one code). ``clip = 0`` leaves the codes untouched."""
+    if not clip:
+        return codes
+    norms = np.linalg.norm(codes, axis=1, keepdims=True)
+    clipped = codes * np.minimum(1.0, clip / np.maximum(norms, 1e-12))
+    noise = rng.standard_normal(codes.shape) * (noise_multiplier * clip)
+    return (clipped + noise).astype(np.float32)
+
+
 class ModalityAgent:
     """Agent m's local steps: encode a batch (QUERY), train on the mix (TRAIN), score (EVALUATE)."""
 
@@ -109,9 +121,12 @@ class ModalityAgent:
             return self.model.encode(torch.from_numpy(x)).numpy().astype(np.float32)
 
     def query(self, round_number: int, batch_size: int, seed: int) -> np.ndarray:
-        """Z_m = f_m(X_m) on a fresh batch, kept for the TRAIN that follows."""
+        """Z_m = f_m(X_m) on a fresh batch, kept for the TRAIN that follows; clipped and noised
+        as configured (``privatise_codes``) since these codes leave the agent."""
         indices = self.sample_batch(round_number, batch_size, seed)
-        return self.encode(self.data.train[indices])
+        codes = self.encode(self.data.train[indices])
+        return privatise_codes(codes, self.config["latent-clip"], self.config["latent-noise-multiplier"],
+                               np.random.default_rng([seed, self.modality, round_number, 2]))
 
     # ------------------------------------------------------------------ training
 

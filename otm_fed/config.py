@@ -47,6 +47,10 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "out-dir": "",
     "round-timeout": 600.0,
+    "min-modalities": 2,
+    "piggyback": True,
+    "latent-clip": 0.0,
+    "latent-noise-multiplier": 0.0,
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -54,8 +58,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 BUILTIN_STRATEGIES = ("otm", "local-only")
 POSITIVE_INTS = ("rounds", "batch-size", "local-steps", "latent-dim", "hidden-dim", "eval-every",
-                 "kmeans-init", "synthetic-samples", "synthetic-clusters")
-NON_NEGATIVE = ("num-modalities", "n-clusters", "barycenter-size", "max-outer", "beta", "eta", "mmd-weight", "synthetic-weak-view")
+                 "kmeans-init", "synthetic-samples", "synthetic-clusters", "min-modalities")
+NON_NEGATIVE = ("num-modalities", "n-clusters", "barycenter-size", "max-outer", "beta", "eta", "mmd-weight", "synthetic-weak-view",
+                "latent-clip", "latent-noise-multiplier")
 
 
 class ConfigError(ValueError):
@@ -148,4 +153,8 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"alpha must lie in [0, 1], got {config['alpha']}")
     if config["lr"] <= 0:
         raise ConfigError(f"lr must be positive, got {config['lr']}")
+    if config["round-timeout"] <= 0:
+        raise ConfigError(f"round-timeout must be positive, got {config['round-timeout']}")
+    if config["latent-noise-multiplier"] and not config["latent-clip"]:
+        raise ConfigError("latent-noise-multiplier needs latent-clip > 0: the noise scale is multiplier x clip")
     return config
