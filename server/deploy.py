@@ -235,6 +235,12 @@ class LocalFederation:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
 
+    def kill(self, label: str) -> None:
+        """SIGKILL one process group, as a crash or a pulled cable would end it."""
+        process = self.processes.pop(label)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
     def log(self, label: str) -> str:
         return (self.work_dir / f"{label}.log").read_text()
 
