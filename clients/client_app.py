@@ -9,13 +9,14 @@ from ``node_config``: ``modality`` in deployment, ``partition-id`` in simulation
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Callable
 
 import torch
 from flwr.app import Context, Error, Message
 from flwr.clientapp import ClientApp
 
-from otm_fed.agent import ModalityAgent, modality_data
+from otm_fed.agent import ModalityAgent, latest_checkpoint, modality_data, save_checkpoint
 from otm_fed.config import config_from_run_config
 from otm_fed.protocol import (
     EVAL_CODES,
@@ -43,18 +44,39 @@ def node_modality(context: Context) -> int:
     return int(node_config["partition-id"])
 
 
-def load_agent(context: Context) -> ModalityAgent:
+def checkpoint_dir(context: Context, config: dict) -> Path | None:
+    """Where the agent's per-round checkpoints go: the node's ``state-dir`` (deployment), else
+    ``agents/`` in the run folder; None when neither is set."""
+    state_dir = str(context.node_config.get("state-dir", ""))
+    if state_dir:
+        return Path(state_dir)
+    return Path(config["out-dir"]) / "agents" if config["out-dir"] else None
+
+
+def load_agent(context: Context, round_number: int) -> ModalityAgent:
+    """The agent as the last message left it; a fresh process (a resumed run, a restarted node)
+    starts from its latest checkpoint before ``round_number``."""
     config = config_from_run_config(context.run_config)
     modality = node_modality(context)
     data = modality_data(config, modality, str(context.node_config.get("data-path", "")))
     agent = ModalityAgent(modality, data, config)
     if AGENT_STATE in context.state:
         agent.load_state_arrays(numpy_arrays(context.state[AGENT_STATE]))
+    elif (directory := checkpoint_dir(context, config)) is not None:
+        saved = latest_checkpoint(directory, modality, round_number)
+        if saved is not None:
+            agent.load_state_arrays(saved)
+            log.info("node %s: modality %d restored from %s", context.node_id, modality, directory)
     return agent
 
 
-def save_agent(agent: ModalityAgent, context: Context) -> None:
-    context.state[AGENT_STATE] = array_record(agent.state_arrays())
+def save_agent(agent: ModalityAgent, context: Context, trained_round: int | None = None) -> None:
+    """Into Context.state; after a TRAIN also into the checkpoint directory."""
+    arrays = agent.state_arrays()
+    context.state[AGENT_STATE] = array_record(arrays)
+    directory = checkpoint_dir(context, agent.config)
+    if trained_round is not None and directory is not None:
+        save_checkpoint(directory, agent.modality, trained_round, arrays)
 
 
 def refusing_malformed(handler: Callable[[Message, Context], Message]) -> Callable[[Message, Context], Message]:
@@ -76,7 +98,7 @@ def refusing_malformed(handler: Callable[[Message, Context], Message]) -> Callab
 @refusing_malformed
 def query(msg: Message, context: Context) -> Message:
     round_number, batch_size, seed = read_query_request(from_records(msg.content))
-    agent = load_agent(context)
+    agent = load_agent(context, round_number)
     codes = agent.query(round_number, batch_size, seed)
     save_agent(agent, context)
     return Message(to_records(codes_reply(agent.modality, codes)), reply_to=msg)
@@ -86,9 +108,10 @@ def query(msg: Message, context: Context) -> Message:
 @refusing_malformed
 def train(msg: Message, context: Context) -> Message:
     """Train; then, where asked (piggy-backing), evaluate and encode the next round's batch."""
-    agent = load_agent(context)
+    payload = from_records(msg.content)
+    agent = load_agent(context, payload.config.get("round", 0))
     batch_rows = None if agent.batch_indices is None else len(agent.batch_indices)
-    instruction = read_train_request(from_records(msg.content), batch_rows, agent.config["latent-dim"])
+    instruction = read_train_request(payload, batch_rows, agent.config["latent-dim"])
     losses = agent.train(instruction)
     scores = eval_codes = next_codes = None
     if instruction.evaluation is not None:
@@ -97,15 +120,16 @@ def train(msg: Message, context: Context) -> Message:
         eval_codes = eval_codes if instruction.evaluation["fused-eval"] else None
     if instruction.next_seed is not None:
         next_codes = agent.query(instruction.round + 1, instruction.batch_size, instruction.next_seed)
-    save_agent(agent, context)
+    save_agent(agent, context, instruction.round)
     return Message(to_records(train_reply(agent.modality, losses, next_codes, scores, eval_codes)), reply_to=msg)
 
 
 @app.evaluate()
 @refusing_malformed
 def evaluate(msg: Message, context: Context) -> Message:
-    n_clusters, kmeans_init, fused_eval = read_evaluate_request(from_records(msg.content))
-    agent = load_agent(context)
+    payload = from_records(msg.content)
+    n_clusters, kmeans_init, fused_eval = read_evaluate_request(payload)
+    agent = load_agent(context, payload.config["round"])
     scores, codes = agent.evaluate(n_clusters, kmeans_init, agent.config["seed"])
     arrays = {EVAL_CODES: codes} if fused_eval else None
     return Message(to_records(metrics_reply(agent.modality, scores, arrays)), reply_to=msg)

@@ -8,7 +8,10 @@ rebuild the agent exactly (Flower's deployment engine does that).
 from __future__ import annotations
 
 import functools
+import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -189,3 +192,36 @@ class ModalityAgent:
         self.optimiser.load_state_dict(state)
         self.batch_indices = np.array(arrays[BATCH_INDICES]) if BATCH_INDICES in arrays else None
         self.batch_round = int(arrays[BATCH_ROUND][0])
+
+
+CHECKPOINT_NAME = re.compile(r"modality-(\d+)\.round-(\d+)\.npz")
+CHECKPOINTS_KEPT = 2
+
+
+def save_checkpoint(directory: Path, modality: int, round_number: int, arrays: Mapping[str, np.ndarray]) -> Path:
+    """Agent m's state after ``round_number``: written to a temporary file, then renamed (a crash
+    never leaves a half-written checkpoint); only the latest CHECKPOINTS_KEPT are kept."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"modality-{modality}.round-{round_number}.npz"
+    temporary = directory / f".{path.name}.tmp.npz"
+    np.savez(temporary, **arrays)
+    os.replace(temporary, path)
+    for _, old in sorted(_checkpoints(directory, modality))[:-CHECKPOINTS_KEPT]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def _checkpoints(directory: Path, modality: int) -> list[tuple[int, Path]]:
+    found = [(match, path) for path in directory.glob(f"modality-{modality}.round-*.npz")
+             if (match := CHECKPOINT_NAME.fullmatch(path.name))]
+    return [(int(match.group(2)), path) for match, path in found]
+
+
+def latest_checkpoint(directory: Path, modality: int, before_round: int) -> dict[str, np.ndarray] | None:
+    """Agent m's latest saved state from a round before ``before_round``, or None."""
+    earlier = [(round_number, path) for round_number, path in _checkpoints(directory, modality)
+               if round_number < before_round] if directory.is_dir() else []
+    if not earlier:
+        return None
+    with np.load(max(earlier)[1]) as saved:
+        return {name: saved[name] for name in saved.files}

@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "piggyback": True,
     "latent-clip": 0.0,
     "latent-noise-multiplier": 0.0,
+    "resume": False,
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {

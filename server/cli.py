@@ -1,7 +1,7 @@
 """``otm-fed``: the command line.
 
     otm-fed simulate [--scenario NAME|PATH] [--rounds N] [--seed S] [--out DIR] [--engine simulation|inprocess]
-                     [--set key=value ...]
+                     [--set key=value ...] [--resume RUN_DIR]
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from otm_fed.config import ConfigError, resolve_config
-from otm_fed.results import SUMMARY_FILE
+from otm_fed.results import CONFIG_FILE, SUMMARY_FILE
 
 
 def parse_assignments(items: list[str]) -> dict[str, str]:
@@ -43,6 +43,9 @@ def simulate(args: argparse.Namespace) -> int:
     for key, value in (("rounds", args.rounds), ("seed", args.seed)):
         if value is not None:
             overrides[key] = str(value)
+    if args.resume:  # the run folder's own resolved config, continued after its last completed round
+        overrides["resume"] = "true"
+        args.scenario, args.out = str(Path(args.resume) / CONFIG_FILE), args.resume
     config = resolve_config(args.scenario, overrides)
     from otm_fed.agent import scenario_dataset
 
@@ -80,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--engine", choices=("simulation", "inprocess"), default="simulation",
                      help="Flower's simulation engine (Ray), or the same apps called in this process")
     sim.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    sim.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue a stopped run from its last completed round (its config, seeds and checkpoints)")
     sim.set_defaults(handler=simulate)
     return parser
 

@@ -302,9 +302,10 @@ class OTMStrategy(Strategy):
               timeout: float | None = None, **_: Any) -> dict[str, Any]:
         """Run every round; returns the final round's aggregated scores."""
         self.num_rounds = num_rounds or self.config["rounds"]
+        first_round, earlier_seconds = self.restore()
         self.node_ids = self.wait_for_nodes(grid)
-        started = time.perf_counter()
-        for server_round in range(1, self.num_rounds + 1):
+        started = time.perf_counter() - earlier_seconds
+        for server_round in range(first_round, self.num_rounds + 1):
             round_start = time.perf_counter()
             self.row = {"round": server_round, "seconds": {}, "bytes_up": {}, "bytes_down": {},
                         "failures": []}
@@ -317,10 +318,32 @@ class OTMStrategy(Strategy):
                 self.row["seconds"]["evaluate"] = time.perf_counter() - eval_start
             self.row["seconds"]["total"] = time.perf_counter() - round_start
             self.finish_round(server_round, self.num_rounds)
+            if self.recorder is not None:
+                self.recorder.save_checkpoint(self.checkpoint(server_round, time.perf_counter() - started))
         self.final_scores = self.row.get("eval", {})
         if self.recorder is not None:
             self.recorder.write_summary(self.summary_record(self.num_rounds, time.perf_counter() - started))
         return self.final_scores
+
+    def checkpoint(self, server_round: int, wall_seconds: float) -> dict[str, Any]:
+        """What the next round needs besides the agents' own checkpoints. The server's randomness
+        is a pure function of (seed, round) (``round_seed``), so the round is its RNG state;
+        piggy-backed codes are not kept: a resumed round QUERYs them again, bit for bit."""
+        return {"round": server_round, "seed": self.config["seed"], "wall_seconds": wall_seconds,
+                "failure_counts": {str(node): count for node, count in self.failure_counts.items()}}
+
+    def restore(self) -> tuple[int, float]:
+        """(first round, seconds already spent): after the checkpoint's round with ``resume``."""
+        state = self.recorder.resume() if self.config["resume"] and self.recorder is not None else None
+        if state is None:
+            return 1, 0.0
+        if state["seed"] != self.config["seed"]:
+            raise ValueError(f"cannot resume: the checkpoint was made with seed {state['seed']}, "
+                             f"the config has seed {self.config['seed']}")
+        self.failure_counts = {int(node): count for node, count in state["failure_counts"].items()}
+        log.info("resuming after round %d", state["round"])
+        self.progress(f"resuming after round {state['round']}")
+        return state["round"] + 1, state["wall_seconds"]
 
     def run_round(self, server_round: int, grid: Grid) -> None:
         """Codes (piggy-backed or QUERYed), the mix, TRAIN, when at least min-modalities answered."""

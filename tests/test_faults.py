@@ -204,3 +204,34 @@ def test_latent_clip_bounds_every_code_that_leaves_an_agent(tmp_path):
     rows, summary = run(tmp_path, hook, latent_clip=0.5)
     assert len(norms) == 9 and max(norms) <= 0.5 + 1e-5
     assert np.isfinite(summary["final"]["purity"])
+
+
+class ServerKilled(BaseException):
+    """Not an Exception: nothing catches it, as nothing survives a killed server process."""
+
+
+def test_killed_and_resumed_run_ends_with_the_same_numbers(tmp_path):
+    from server.cli import main
+
+    common = ["simulate", "--engine", "inprocess", "--rounds", "4", "--set", "eval-every=2", "--set",
+              "synthetic-samples=240", "--set", "batch-size=64", "--set", "eta=0.1"]
+    assert main([*common, "--out", str(tmp_path / "whole")]) == 0
+
+    def kill_in_round_3(kind, modality, round_number, call):
+        if (kind, modality, round_number) == ("train", 1, 3):  # modality 0 has already trained round 3
+            raise ServerKilled
+        return call()
+
+    config = resolve_config("synthetic", {"rounds": "4", "eval-every": "2", "synthetic-samples": "240",
+                                          "batch-size": "64", "eta": "0.1"})
+    with pytest.raises(ServerKilled):
+        run_inprocess(config, 3, tmp_path / "resumed", faulty_app(kill_in_round_3))
+    assert [row["round"] for row in read_rounds(tmp_path / "resumed")] == [1, 2]
+    assert main(["simulate", "--engine", "inprocess", "--resume", str(tmp_path / "resumed")]) == 0
+    whole, resumed = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("whole", "resumed"))
+    assert resumed["final"] == whole["final"]
+    rows_whole, rows_resumed = read_rounds(tmp_path / "whole"), read_rounds(tmp_path / "resumed")
+    assert [row["round"] for row in rows_resumed] == [1, 2, 3, 4]
+    for row_whole, row_resumed in zip(rows_whole, rows_resumed):
+        assert row_resumed["losses"] == row_whole["losses"]
+        assert row_resumed["mixer"]["objective"] == row_whole["mixer"]["objective"]
