@@ -144,15 +144,15 @@ def superlink_command(port: int, certificates: Certificates, database: str | Pat
     return command + (["--enable-supernode-auth"] if node_auth else [])
 
 
-def node_config_text(modality: int, data_path: str | Path) -> str:
-    """A SuperNode's ``--node-config``: TOML values, the path quoted."""
-    return f"modality={int(modality)} data-path='{Path(data_path).resolve()}'"
+def node_config_text(modality: int, data_path: str | Path, state_dir: str | Path) -> str:
+    """A SuperNode's ``--node-config``: TOML values, the paths quoted."""
+    return f"modality={int(modality)} data-path='{Path(data_path).resolve()}' state-dir='{Path(state_dir).resolve()}'"
 
 
 def supernode_command(superlink: str, ca: str | Path, private_key: str | Path | None, modality: int,
-                      data_path: str | Path, runtime_port: int) -> list[str]:
+                      data_path: str | Path, state_dir: str | Path, runtime_port: int) -> list[str]:
     command = [_bin("flower-supernode"), "--superlink", superlink, "--root-certificates", str(ca),
-               "--node-config", node_config_text(modality, data_path), "--port", str(runtime_port)]
+               "--node-config", node_config_text(modality, data_path, state_dir), "--port", str(runtime_port)]
     return command + (["--auth-supernode-private-key", str(private_key)] if private_key else [])
 
 
@@ -209,7 +209,8 @@ class LocalFederation:
         if register:
             self.register(public)
         return self.start_process(label, supernode_command(self.address, self.certificates.ca, private, modality,
-                                                           self.data_path, free_port()))
+                                                           self.data_path, self.work_dir / "state" / label,
+                                                           free_port()))
 
     def start(self) -> "LocalFederation":
         self.start_superlink()
