@@ -310,6 +310,9 @@ class OTMStrategy(Strategy):
             self.row = {"round": server_round, "seconds": {}, "bytes_up": {}, "bytes_down": {},
                         "failures": []}
             self.node_ids = sorted(grid.get_node_ids())
+            for modality, node in sorted(self.node_of.items()):
+                if node not in self.node_ids:
+                    self.record_failure(node, "connect", f"the node of modality {modality} is no longer connected")
             self.run_round(server_round, grid)
             if self.evaluation_due(server_round) and "eval" not in self.row:
                 eval_start = time.perf_counter()

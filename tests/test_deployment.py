@@ -56,7 +56,8 @@ def test_two_rounds_with_tls_node_auth_and_a_killed_supernode(federation, tmp_pa
     assert all(value == 96 * 16 * 4 for value in rows[0]["bytes_up"].values())
     # Modality 2's SuperNode died after round 1: its round-2 TRAIN failed, the others went on.
     assert rows[1]["missing_modalities"] == [2]
-    assert [failure["stage"] for failure in rows[1]["failures"]] == ["train"]
+    stages = [failure["stage"] for failure in rows[1]["failures"]]  # its TRAIN failed, or it was already gone
+    assert stages in (["train"], ["connect"])
     summary = json.loads((run_dir / "summary.json").read_text())
     final = summary["final"]
     assert len(final["purity_per_modality"]) == 2 and "fused_purity" not in final
