@@ -21,7 +21,7 @@ from pathlib import Path
 
 from otm_fed.data import DATASET_FILES, resolve_data_dir
 from otm_fed.results import read_rounds
-from server.deploy import LocalFederation, _bin, _toml_value
+from server.deploy import LocalFederation, flower_bin, toml_value
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,8 +51,8 @@ def main() -> None:
               "n-clusters": 4, "fused-eval": False}
     with LocalFederation(work, resolve_data_dir() / DATASET_FILES["prokaryotic"], n_nodes=3) as federation:
         resumed = work / "resumed"
-        overrides = " ".join(f"{k}={_toml_value(v)}" for k, v in {**config, "out-dir": str(resumed)}.items())
-        run_a = subprocess.Popen([_bin("flwr"), "run", str(ROOT), federation.name, "--run-config", overrides, "--stream"],
+        overrides = " ".join(f"{k}={toml_value(v)}" for k, v in {**config, "out-dir": str(resumed)}.items())
+        run_a = subprocess.Popen([flower_bin("flwr"), "run", str(ROOT), federation.name, "--run-config", overrides, "--stream"],
                                  env=federation.env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         metrics = resumed / "metrics.jsonl"
         while not (metrics.is_file() and metrics.read_text().count("\n") >= args.kill_after):

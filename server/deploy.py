@@ -131,13 +131,13 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = 
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
 
 
-def _bin(name: str) -> str:
+def flower_bin(name: str) -> str:
     """A Flower command from this Python's environment."""
     return str(Path(sys.executable).parent / name)
 
 
 def superlink_command(port: int, certificates: Certificates, database: str | Path, node_auth: bool = True) -> list[str]:
-    command = [_bin("flower-superlink"), "--port", str(port), "--host", "127.0.0.1",
+    command = [flower_bin("flower-superlink"), "--port", str(port), "--host", "127.0.0.1",
                "--ssl-ca-certfile", str(certificates.ca), "--ssl-certfile", str(certificates.server_cert),
                "--ssl-keyfile", str(certificates.server_key), "--database", str(database),
                "--disable-runtime-dependency-installation"]
@@ -151,7 +151,7 @@ def node_config_text(modality: int, data_path: str | Path, state_dir: str | Path
 
 def supernode_command(superlink: str, ca: str | Path, private_key: str | Path | None, modality: int,
                       data_path: str | Path, state_dir: str | Path, runtime_port: int) -> list[str]:
-    command = [_bin("flower-supernode"), "--superlink", superlink, "--root-certificates", str(ca),
+    command = [flower_bin("flower-supernode"), "--superlink", superlink, "--root-certificates", str(ca),
                "--node-config", node_config_text(modality, data_path, state_dir), "--port", str(runtime_port)]
     return command + (["--auth-supernode-private-key", str(private_key)] if private_key else [])
 
@@ -194,7 +194,7 @@ class LocalFederation:
 
     def flwr(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
         """Run a ``flwr`` CLI command against this federation's config."""
-        return subprocess.run([_bin("flwr"), *args], env=self.env, cwd=self.work_dir, capture_output=True,
+        return subprocess.run([flower_bin("flwr"), *args], env=self.env, cwd=self.work_dir, capture_output=True,
                               text=True, timeout=timeout)
 
     def register(self, public_key: Path) -> None:
@@ -220,7 +220,7 @@ class LocalFederation:
 
     def run(self, app_dir: str | Path, run_config: Mapping[str, object], timeout: float = 600.0) -> subprocess.CompletedProcess:
         """``flwr run APP_DIR NAME --stream``: submit the run and follow it to its end."""
-        overrides = " ".join(f"{key}={_toml_value(value)}" for key, value in run_config.items())
+        overrides = " ".join(f"{key}={toml_value(value)}" for key, value in run_config.items())
         return self.flwr("run", str(app_dir), self.name, "--run-config", overrides, "--stream", timeout=timeout)
 
     def stop(self, label: str | None = None) -> None:
@@ -252,5 +252,5 @@ class LocalFederation:
         self.stop()
 
 
-def _toml_value(value: object) -> str:
+def toml_value(value: object) -> str:
     return tomli_w.dumps({"v": value}).partition("=")[2].strip()
