@@ -26,20 +26,6 @@ from server.deploy import LocalFederation, flower_bin, toml_value
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def serverapp_pids(federation: LocalFederation) -> list[int]:
-    """The ServerApp processes the SuperLink started (same process group)."""
-    group = federation.processes["superlink"].pid
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getpgid(int(entry.name)) == group and b"serverapp" in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except (OSError, ProcessLookupError):
-                continue
-    return pids
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -57,7 +43,7 @@ def main() -> None:
         metrics = resumed / "metrics.jsonl"
         while not (metrics.is_file() and metrics.read_text().count("\n") >= args.kill_after):
             time.sleep(0.5)
-        killed = serverapp_pids(federation)
+        killed = federation.serverapp_pids()
         for pid in killed:
             os.kill(pid, signal.SIGKILL)
         run_a.kill()

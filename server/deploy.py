@@ -224,23 +224,29 @@ class LocalFederation:
         return self.flwr("run", str(app_dir), self.name, "--run-config", overrides, "--stream", timeout=timeout)
 
     def stop(self, label: str | None = None) -> None:
-        """Stop one process (or all): SIGTERM to its process group, then SIGKILL if it lingers."""
-        labels = [label] if label else list(self.processes)
-        for name in labels:
+        """Stop one process (or all) and every process it started (Flower's SuperExec and apps
+        run in process groups of their own): SIGTERM, then SIGKILL to whatever lingers."""
+        for name in [label] if label else list(self.processes):
             process = self.processes.pop(name)
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+            family = [process.pid, *descendants(process.pid)]
+            _signal_all(family, signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+            _signal_all([process.pid, *descendants(process.pid), *family], signal.SIGKILL)
+            process.wait()
 
     def kill(self, label: str) -> None:
-        """SIGKILL one process group, as a crash or a pulled cable would end it."""
+        """SIGKILL one process and everything it started, as a crash or a pulled cable would."""
         process = self.processes.pop(label)
-        os.killpg(process.pid, signal.SIGKILL)
+        _signal_all([process.pid, *descendants(process.pid)], signal.SIGKILL)
         process.wait()
+
+    def serverapp_pids(self) -> list[int]:
+        """The ServerApp processes the SuperLink started (one per run in flight)."""
+        return [pid for pid in descendants(self.processes["superlink"].pid)
+                if b"flwr-serverapp" in _read_proc(pid, "cmdline")]
 
     def log(self, label: str) -> str:
         return (self.work_dir / f"{label}.log").read_text()
@@ -250,6 +256,37 @@ class LocalFederation:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def _read_proc(pid: int, name: str) -> bytes:
+    try:
+        return (Path("/proc") / str(pid) / name).read_bytes()
+    except OSError:
+        return b""
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, grandchildren, ...), read from /proc."""
+    parent_of = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _read_proc(int(entry.name), "stat")
+            if stat:
+                parent_of[int(entry.name)] = int(stat.rsplit(b")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parent_of.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def _signal_all(pids: list[int], signum: int) -> None:
+    for pid in dict.fromkeys(pids):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
 
 
 def toml_value(value: object) -> str:

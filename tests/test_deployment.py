@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from otm_fed.results import read_rounds
-from server.deploy import LocalFederation
+from server.deploy import LocalFederation, descendants
 
 pytestmark = pytest.mark.deployment
 
@@ -26,7 +26,10 @@ def federation(tmp_path, data_dir):
     try:
         yield federation.start()
     finally:
+        started = [pid for process in federation.processes.values()
+                   for pid in (process.pid, *descendants(process.pid))]
         federation.stop()
+    assert not [pid for pid in started if Path(f"/proc/{pid}").exists()], "processes left running"
 
 
 def kill_after_first_round(federation: LocalFederation, metrics: Path, label: str, deadline: float) -> None:
