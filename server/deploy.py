@@ -281,6 +281,12 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def alive(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (zombies, already dead, are not)."""
+    states = {pid: _read_proc(pid, "stat").rsplit(b")", 1)[-1].split()[:1] for pid in pids}
+    return [pid for pid, state in states.items() if state and state != [b"Z"]]
+
+
 def _signal_all(pids: list[int], signum: int) -> None:
     for pid in dict.fromkeys(pids):
         try:

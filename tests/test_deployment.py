@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from otm_fed.results import read_rounds
-from server.deploy import LocalFederation, descendants
+from server.deploy import LocalFederation, alive, descendants
 
 pytestmark = pytest.mark.deployment
 
@@ -29,7 +29,17 @@ def federation(tmp_path, data_dir):
         started = [pid for process in federation.processes.values()
                    for pid in (process.pid, *descendants(process.pid))]
         federation.stop()
-    assert not [pid for pid in started if Path(f"/proc/{pid}").exists()], "processes left running"
+    assert not running(started), "processes left running"
+
+
+def running(pids: list[int], grace: float = 15.0) -> list[int]:
+    """Those of ``pids`` still running (not zombies) after a grace period for the kernel to reap them."""
+    deadline = time.monotonic() + grace
+    while True:
+        left = alive(pids)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
 
 
 def kill_after_first_round(federation: LocalFederation, metrics: Path, label: str, deadline: float) -> None:
