@@ -15,6 +15,7 @@ import numpy as np
 import tomli_w
 
 CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.toml", "metrics.jsonl", "summary.json"
+EVAL_CODES_FILE = "eval-codes.npz"
 
 
 def _plain(value: Any) -> Any:
@@ -51,6 +52,11 @@ class RunRecorder:
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         write_atomically(self.run_dir / SUMMARY_FILE, json.dumps(_plain(summary), indent=2) + "\n")
+
+
+    def write_arrays(self, name: str, **arrays: np.ndarray) -> None:
+        """A ``.npz`` of named arrays in the run folder."""
+        np.savez_compressed(self.run_dir / name, **arrays)
 
 
 def read_rounds(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -95,9 +95,12 @@ class InProcessGrid(Grid):
         return replies
 
 
-def run_inprocess(config: Mapping[str, Any], num_nodes: int, run_dir: str | Path) -> Path:
-    """Run the ServerApp against ``num_nodes`` in-process agents; returns the run folder."""
-    from clients.client_app import app as client_app
+def run_inprocess(config: Mapping[str, Any], num_nodes: int, run_dir: str | Path,
+                  client_app: ClientApp | None = None) -> Path:
+    """Run the ServerApp against ``num_nodes`` in-process agents; returns the run folder.
+
+    ``client_app`` replaces the project's ClientApp (a wrapper, e.g. one that times each call)."""
+    from clients.client_app import app as default_client_app
     from server.server_app import app as server_app
 
     run_dir = Path(run_dir).resolve()
@@ -105,6 +108,6 @@ def run_inprocess(config: Mapping[str, Any], num_nodes: int, run_dir: str | Path
     RunRecorder(run_dir, config)
     run_config = {**DEFAULTS, "scenario": str(run_dir / CONFIG_FILE), "out-dir": str(run_dir)}
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID
-    grid = InProcessGrid(client_app, run_config, num_nodes)
+    grid = InProcessGrid(client_app or default_client_app, run_config, num_nodes)
     server_app(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
     return run_dir
