@@ -25,7 +25,7 @@ def batch_sample_ids(n_samples: int, modalities: Sequence[int], n_views: int, al
                      round_number: int, batch_size: int, round_seed: int) -> list[np.ndarray]:
     """File-order sample ids of each listed agent's batch in a round (simulation only)."""
     orders = view_orders(n_samples, n_views, aligned, data_seed)
-    return [orders[m][batch_rows(n_samples, m, round_number, batch_size, round_seed)] for m in modalities]
+    return [orders[m][batch_rows(n_samples, m, round_number, batch_size, round_seed, aligned)] for m in modalities]
 
 
 def pair_plan(plan_a: np.ndarray, plan_b: np.ndarray) -> np.ndarray:

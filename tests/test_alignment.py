@@ -9,15 +9,22 @@ from otm_fed.config import resolve_config
 from otm_fed.mixer import OTMixer
 
 
-def test_batch_ids_are_the_agents_own_batches_in_file_order():
-    config = resolve_config("synthetic", {"synthetic-samples": "90", "batch-size": "32", "seed": "3"})
-    ids = batch_sample_ids(90, [0, 1, 2], 3, False, 3, round_number=4, batch_size=32, round_seed=77)
+@pytest.mark.parametrize("aligned", [False, True])
+def test_batch_ids_are_the_agents_own_batches_in_file_order(aligned):
+    config = resolve_config("synthetic", {"synthetic-samples": "90", "batch-size": "32", "seed": "3",
+                                          "aligned": str(aligned)})
+    ids = batch_sample_ids(90, [0, 1, 2], 3, aligned, 3, round_number=4, batch_size=32, round_seed=77)
     for modality in range(3):
         agent = ModalityAgent(modality, modality_data(config, modality), config)
         rows = agent.sample_batch(4, 32, 77)
         # the agent's training rows are its permuted view: row r is file sample ids[r]
         np.testing.assert_array_equal(agent.data.train[rows], agent.data.evaluation[ids[modality]])
-    assert not np.array_equal(ids[0], ids[1])  # unaligned: independent orders and batches
+    assert np.array_equal(ids[0], ids[1]) == aligned  # unaligned: independent orders and batches
+
+
+def test_aligned_scenarios_draw_the_same_samples_in_every_modality():
+    ids = batch_sample_ids(90, [0, 1, 2], 3, True, 3, round_number=4, batch_size=32, round_seed=77)
+    assert len(ids[0]) == 32 and all(np.array_equal(ids[0], other) for other in ids[1:])
 
 
 def test_perfect_plans_score_one_and_uniform_plans_score_chance():
