@@ -48,7 +48,7 @@ METHODS: dict[str, dict[str, str] | None] = {
     "otm-gw": {"strategy": "otm", "alpha": "0.0"},
 }
 SETTINGS = {"unaligned": False, "aligned": True}
-QUICK_ROUNDS = 30
+QUICK_ROUNDS = 10
 # Paper, Table 2, unaligned MWAE+OTM (most likely ACC at a label-selected epoch, see README).
 PAPER_UNALIGNED = {"orl": 0.6550, "movies": 0.2925, "prokaryotic": 0.5438}
 
