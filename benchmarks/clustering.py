@@ -7,6 +7,7 @@ by looking at labels. ``raw-kmeans`` is the anchor: k-means on each agent's norm
 
     python benchmarks/clustering.py [--quick] [--datasets orl,movies,...] [--methods ...]
         [--settings unaligned,aligned] [--seeds 5] [--rounds N] [--jobs J] [--json PATH] [--runs-dir DIR]
+    python benchmarks/clustering.py --table PATH   # the table of an earlier JSON
 
 Prints a Markdown table (mean +- std over seeds) and writes a JSON list of rows
 ``{"dataset", "method", "aligned", "seed", "purity", "acc", "nmi", "ari", "purity_per_modality",
@@ -120,6 +121,11 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help=f"one seed, {QUICK_ROUNDS} rounds")
@@ -132,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default="")
     parser.add_argument("--runs-dir", help="where run folders go (default runs/clustering-TIME)")
     parser.add_argument("--json", help="write the rows here")
+    parser.add_argument("--table", metavar="JSON", help="only print the table of rows written earlier")
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(Path(args.table).read_text())))
+        return 0
     datasets, methods = args.datasets.split(","), args.methods.split(",")
     settings = args.settings.split(",")
     for name, given, known in (("dataset", datasets, DATASETS), ("method", methods, METHODS),
@@ -151,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for row in pool.map(run_one, jobs):
             rows.append(row)
+            if args.json:  # after every run, so an interrupted grid keeps what it finished
+                write_rows(Path(args.json), rows)
             print(f"{row['dataset']:<12} {row['method']:<14} {'aligned' if row['aligned'] else 'unaligned':<9} "
                   f"seed {row['seed']}  purity {row['purity']:.4f}  acc {row['acc']:.4f}  "
                   f"fused acc {row['fused_acc']:.4f}  {row.get('seconds', 0.0):5.1f} s", flush=True)
@@ -158,8 +170,6 @@ def main(argv: list[str] | None = None) -> int:
           f"{'each scenario file' if rounds is None else rounds} rounds\n")
     print(markdown_table(rows))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
         print(f"\nwrote {args.json}")
     return 0
 
