@@ -8,6 +8,7 @@ by looking at labels. ``raw-kmeans`` is the anchor: k-means on each agent's norm
     python benchmarks/clustering.py [--quick] [--datasets orl,movies,...] [--methods ...]
         [--settings unaligned,aligned] [--seeds 5] [--rounds N] [--jobs J] [--json PATH] [--runs-dir DIR]
     python benchmarks/clustering.py --table PATH   # the table of an earlier JSON
+    python benchmarks/clustering.py --collect RUNS_DIR [--json PATH]   # rows of finished runs
 
 Prints a Markdown table (mean +- std over seeds) and writes a JSON list of rows
 ``{"dataset", "method", "aligned", "seed", "purity", "acc", "nmi", "ari", "purity_per_modality",
@@ -20,6 +21,7 @@ import argparse
 import contextlib
 import io
 import json
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -81,9 +83,23 @@ def federated_row(dataset: str, method: str, aligned: bool, seed: int, rounds: i
     started = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         run_inprocess(config, scenario_dataset(config).n_views, run_dir)
+    return {**row_from_run(run_dir), "seconds": time.perf_counter() - started}
+
+
+RUN_NAME = re.compile(rf"^({'|'.join(DATASETS)})-({'|'.join(sorted(METHODS, key=len, reverse=True))})-"
+                      rf"(unaligned|aligned)-seed(\d+)$")
+
+
+def row_from_run(run_dir: Path) -> dict[str, Any]:
+    """The row of a finished run folder named DATASET-METHOD-SETTING-seedS: its final scores and
+    its last alignment diagnostic."""
+    match = RUN_NAME.match(run_dir.name)
+    if match is None:
+        raise ValueError(f"{run_dir} is not named DATASET-METHOD-SETTING-seedS")
+    dataset, method, setting, seed = match.groups()
     summary = json.loads((run_dir / SUMMARY_FILE).read_text())
-    row = {"dataset": dataset, "method": method, "aligned": aligned, "seed": seed, **summary["final"],
-           "rounds": summary["rounds"], "seconds": time.perf_counter() - started, "run_dir": str(run_dir)}
+    row = {"dataset": dataset, "method": method, "aligned": setting == "aligned", "seed": int(seed),
+           **summary["final"], "rounds": summary["rounds"], "run_dir": str(run_dir)}
     alignment = [r["alignment"] for r in read_rounds(run_dir) if "alignment" in r]
     if alignment:
         row["alignment"] = alignment[-1]
@@ -139,9 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", help="where run folders go (default runs/clustering-TIME)")
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--table", metavar="JSON", help="only print the table of rows written earlier")
+    parser.add_argument("--collect", metavar="RUNS_DIR",
+                        help="only gather the rows of the finished runs in RUNS_DIR (an interrupted grid)")
     args = parser.parse_args(argv)
     if args.table:
         print(markdown_table(json.loads(Path(args.table).read_text())))
+        return 0
+    if args.collect:
+        rows = [row_from_run(run) for run in sorted(Path(args.collect).iterdir()) if (run / SUMMARY_FILE).is_file()]
+        if args.json:
+            write_rows(Path(args.json), rows)
+        print(markdown_table(rows))
         return 0
     datasets, methods = args.datasets.split(","), args.methods.split(",")
     settings = args.settings.split(",")

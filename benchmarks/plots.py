@@ -39,21 +39,21 @@ def plot_scores(run_dirs: list[Path], path: Path) -> None:
     panels = (("acc", "ACC (mean over modalities)"), ("fused_acc", "fused ACC (concatenated codes)"),
               ("true_mass", "plan mass on true counterpart"))
     figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5))
-    for run_dir in run_dirs:
+    for index, run_dir in enumerate(run_dirs):
         rows = read_rounds(run_dir)
+        color = f"C{index % 10}"
         for axis, (key, _) in zip(axes, panels):
             if key == "true_mass":
                 points = [(r["round"], r["alignment"]["true_mass"]) for r in rows if "alignment" in r]
             else:
                 points = [(r["round"], r["eval"][key]) for r in rows if key in r.get("eval", {})]
             if points:
-                axis.plot(*zip(*points), marker="o" if len(points) < 30 else None, markersize=3,
+                axis.plot(*zip(*points), marker="o" if len(points) < 30 else None, markersize=3, color=color,
                           label=run_label(run_dir))
     for axis, (_, title) in zip(axes, panels):
         axis.set_title(title)
         axis.set_xlabel("round")
         axis.grid(alpha=0.3)
-    axes[-1].set_yscale("log")
     axes[0].legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
