@@ -93,6 +93,16 @@ def privatise_codes(codes: np.ndarray, clip: float, noise_multiplier: float, rng
     return (clipped + noise).astype(np.float32)
 
 
+def batch_rows(n_rows: int, modality: int, round_number: int, batch_size: int, seed: int,
+               aligned: bool = False) -> np.ndarray:
+    """Agent m's batch for a round: sorted rows of its own training order, drawn from its own
+    seeded stream; in an aligned scenario every agent draws from one shared stream, so a batch
+    holds the same samples, in the same order, in every modality. The one definition of a batch
+    (the simulation-only alignment diagnostic reconstructs batches with it)."""
+    rng = np.random.default_rng([seed, round_number] if aligned else [seed, modality, round_number])
+    return np.sort(rng.choice(n_rows, size=min(batch_size, n_rows), replace=False))
+
+
 class ModalityAgent:
     """Agent m's local steps: encode a batch (QUERY), train on the mix (TRAIN), score (EVALUATE)."""
 
@@ -112,9 +122,8 @@ class ModalityAgent:
 
     def sample_batch(self, round_number: int, batch_size: int, seed: int) -> np.ndarray:
         """This round's batch of the agent's own rows, drawn from its own seeded stream."""
-        rng = np.random.default_rng([seed, self.modality, round_number])
-        n = len(self.data.train)
-        self.batch_indices = np.sort(rng.choice(n, size=min(batch_size, n), replace=False))
+        self.batch_indices = batch_rows(len(self.data.train), self.modality, round_number, batch_size, seed,
+                                        self.config["aligned"])
         self.batch_round = round_number
         return self.batch_indices
 

@@ -18,6 +18,7 @@ import tomli_w
 
 CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.toml", "metrics.jsonl", "summary.json"
 CHECKPOINT_FILE = "server-state.json"
+EVAL_CODES_FILE = "eval-codes.npz"
 
 
 def _plain(value: Any) -> Any:
@@ -69,6 +70,11 @@ class RunRecorder:
         kept = [row for row in read_rounds(self.run_dir) if row["round"] <= state["round"]] if self.metrics_path.is_file() else []
         write_atomically(self.metrics_path, "".join(json.dumps(row) + "\n" for row in kept))
         return state
+
+
+    def write_arrays(self, name: str, **arrays: np.ndarray) -> None:
+        """A ``.npz`` of named arrays in the run folder."""
+        np.savez_compressed(self.run_dir / name, **arrays)
 
 
 def read_rounds(run_dir: str | Path) -> list[dict[str, Any]]:

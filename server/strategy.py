@@ -19,6 +19,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from otm_fed.alignment import alignment_scores, batch_sample_ids
 from otm_fed.clustering import clustering_loss, modality_gradients
 from otm_fed.metrics import kmeans_scores
 from otm_fed.mixer import Mixer, MixResult, OTMixer
@@ -36,7 +37,7 @@ from otm_fed.protocol import (
     read_train_reply,
     train_request,
 )
-from otm_fed.results import RunRecorder
+from otm_fed.results import EVAL_CODES_FILE, RunRecorder
 from server.records import from_records, payload_bytes, to_records
 
 log = logging.getLogger("otm_fed.server")
@@ -82,6 +83,7 @@ class OTMStrategy(Strategy):
         self.mix_result: MixResult | None = None
         self.row: dict[str, Any] = {}
         self.final_scores: dict[str, Any] = {}
+        self.eval_codes: dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------------ small overridable steps
 
@@ -128,6 +130,16 @@ class OTMStrategy(Strategy):
                 None if gradients is None else gradients[index], self.next_seed(server_round),
                 self.piggyback_evaluation(server_round))
         return payloads
+
+    def alignment_diagnostic(self, server_round: int) -> dict[str, float] | None:
+        """Simulation only (with ``fused-eval``): how much plan mass lands on true counterparts,
+        from batches rebuilt with the agents' own batch function (``otm_fed.alignment``)."""
+        if self.fused_labels is None or len(self.codes) < 2:
+            return None
+        ids = batch_sample_ids(len(self.fused_labels), sorted(self.codes), self.n_modalities, self.config["aligned"],
+                               self.config["seed"], server_round, self.config["batch-size"],
+                               self.round_seed(server_round))
+        return alignment_scores(self.mix_result.transport_plans, ids, self.fused_labels)
 
     def aggregate_scores(self, scores: Mapping[int, Mapping[str, float]]) -> dict[str, Any]:
         """Mean over modalities of each score, per-modality values kept."""
@@ -212,6 +224,7 @@ class OTMStrategy(Strategy):
             fused_scores = kmeans_scores(fused, self.fused_labels, self.n_clusters, self.config["kmeans-init"],
                                          self.config["seed"])
             aggregated.update({f"fused_{name}": value for name, value in fused_scores.items()})
+            self.eval_codes = eval_codes
         self.row["eval"] = aggregated
         return aggregated
 
@@ -326,6 +339,9 @@ class OTMStrategy(Strategy):
         self.final_scores = self.row.get("eval", {})
         if self.recorder is not None:
             self.recorder.write_summary(self.summary_record(self.num_rounds, time.perf_counter() - started))
+            if self.eval_codes:  # simulation only: the final fused codes, for plots
+                self.recorder.write_arrays(EVAL_CODES_FILE, labels=self.fused_labels,
+                                           **{f"codes-{m}": codes for m, codes in self.eval_codes.items()})
         return self.final_scores
 
     def checkpoint(self, server_round: int, wall_seconds: float) -> dict[str, Any]:
@@ -367,6 +383,9 @@ class OTMStrategy(Strategy):
         result = self.mix_result.barycenter
         self.row["mixer"] = {"objective": result.objective, "initial_objective": result.initial_objective,
                              "modalities": sorted(self.codes)}
+        alignment = self.alignment_diagnostic(server_round)
+        if alignment is not None:
+            self.row["alignment"] = alignment
         train_start = time.perf_counter()
         self.aggregate_train(server_round, self.exchange(grid, messages, TRAIN))
         self.row["seconds"]["train"] = time.perf_counter() - train_start
