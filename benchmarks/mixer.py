@@ -3,16 +3,27 @@
 Side by side in one run, on the same inputs (synthetic clustered codes, rows L2-normalised,
 each modality independently permuted), the same alpha and number of outer iterations:
 
-* ``ours``: ``otm_fed.mixer.fgw_barycenter`` (warm-started CG, sparse line search, best iterate);
+* ``ours``: ``otm_fed.mixer.fgw_barycenter`` (warm-started CG with warm-started exact
+  assignments and incremental products, exact line search, best iterate);
 * ``pot_fgw_barycenters``: POT's ``ot.gromov.fgw_barycenters`` with features and structure free,
   N_B = N, started from the first modality (codes and distances), as ours is;
 * ``paper_loop``: Algorithm 2 written plainly with POT's FGW solver, cold starts, same start.
 
 Every solution is scored by one shared function, ``barycenter_objective`` (sum_m FGW(Z_B, Z_m),
-plans re-solved with A = distances of Z_B). Prints a table; ``--json`` writes rows
-``{"n", "m", "method", "median_seconds", "objective", "init_objective", "seconds"}``.
+plans re-solved with A = distances of Z_B). Prints a table and the growth exponents of ``ours``
+(log-log least-squares slopes of its median time against N at each M, and against M at each
+N); ``--json`` writes rows
+``{"n", "m", "method", "median_seconds", "objective", "init_objective", "seconds", "repeats"}``.
 
-    python benchmarks/mixer.py [--sizes 100,400,1000] [--modalities 2,3,6,12] [--repeats 3] [--json PATH]
+``--max-seconds-per-cell S`` bounds the baselines (``ours`` always runs every repeat): within a
+cell, a baseline starts another repeat only while its runs so far plus one more (as long as
+its slowest) fit in S seconds, so it runs at least once and ``repeats`` may be below
+``--repeats``; and it is skipped outright (printed "skipped", no JSON row) where one run,
+predicted from its median at the previous M for the same N scaled linearly in M, exceeds S.
+Without the option every method runs every repeat in every cell.
+
+    python benchmarks/mixer.py [--sizes 100,400,1000] [--modalities 2,3,6,12] [--repeats 3]
+                               [--max-seconds-per-cell S] [--json PATH]
 """
 
 from __future__ import annotations
@@ -78,36 +89,79 @@ METHODS: dict[str, Callable[[list[np.ndarray]], np.ndarray]] = {
     "ours": ours, "pot_fgw_barycenters": pot_fgw_barycenters, "paper_loop": paper_loop}
 
 
-def run(sizes: list[int], modalities: list[int], repeats: int) -> list[dict]:
+def predicted_seconds(previous: dict[str, tuple[int, float]], name: str, m: int) -> float:
+    """One run of ``name`` at M = m, from its median at the previous M (same N), linear in M."""
+    if name not in previous:
+        return 0.0
+    m_previous, median = previous[name]
+    return median * m / m_previous
+
+
+def run(sizes: list[int], modalities: list[int], repeats: int,
+        max_seconds: float | None = None) -> list[dict]:
     rows = []
     for n in sizes:
+        previous: dict[str, tuple[int, float]] = {}  # method -> (M, median) of its last cell at this N
         for m in modalities:
             codes = clustered_codes(n, m)
             init_objective = barycenter_objective(codes[0], codes, ALPHA)
-            seconds: dict[str, list[float]] = {name: [] for name in METHODS}
+            methods = {name: method for name, method in METHODS.items()
+                       if name == "ours" or max_seconds is None
+                       or predicted_seconds(previous, name, m) <= max_seconds}
+            seconds: dict[str, list[float]] = {name: [] for name in methods}
             solutions: dict[str, np.ndarray] = {}
             for _ in range(repeats):
-                for name, method in METHODS.items():  # interleaved, so load hits all alike
+                for name, method in methods.items():  # interleaved, so load hits all alike
+                    spent = seconds[name]
+                    if (name != "ours" and max_seconds is not None and spent
+                            and sum(spent) + max(spent) > max_seconds):
+                        continue
                     start = time.perf_counter()
                     solutions[name] = method(codes)
-                    seconds[name].append(time.perf_counter() - start)
-            for name in METHODS:
-                rows.append({"n": n, "m": m, "method": name,
-                             "median_seconds": statistics.median(seconds[name]),
+                    spent.append(time.perf_counter() - start)
+            cell = []
+            for name in methods:
+                median = statistics.median(seconds[name])
+                previous[name] = (m, median)
+                cell.append({"n": n, "m": m, "method": name, "median_seconds": median,
                              "objective": barycenter_objective(solutions[name], codes, ALPHA),
-                             "init_objective": init_objective, "seconds": seconds[name]})
-            print_rows(rows[-len(METHODS):])
+                             "init_objective": init_objective, "seconds": seconds[name],
+                             "repeats": len(seconds[name])})
+            print_rows(cell, skipped=[name for name in METHODS if name not in methods], n=n, m=m)
+            rows.extend(cell)
     return rows
 
 
-def print_rows(rows: list[dict]) -> None:
+def print_rows(rows: list[dict], skipped: list[str], n: int, m: int) -> None:
     by_method = {row["method"]: row for row in rows}
+
+    def ratio(baseline: str, row: dict) -> str:
+        if baseline not in by_method:
+            return "     -"
+        return f"{by_method[baseline]['median_seconds'] / row['median_seconds']:6.2f}x"
+
     for row in rows:
-        ratio_pot = by_method["pot_fgw_barycenters"]["median_seconds"] / row["median_seconds"]
-        ratio_loop = by_method["paper_loop"]["median_seconds"] / row["median_seconds"]
-        print(f"| {row['n']:5d} | {row['m']:3d} | {row['method']:20s} | {row['median_seconds']:8.3f} "
-              f"| {ratio_pot:6.2f}x | {ratio_loop:6.2f}x | {row['objective']:8.4f} "
-              f"| {row['init_objective']:8.4f} |", flush=True)
+        print(f"| {n:5d} | {m:3d} | {row['method']:20s} | {row['median_seconds']:8.3f} "
+              f"| {ratio('pot_fgw_barycenters', row)} | {ratio('paper_loop', row)} "
+              f"| {row['objective']:8.4f} | {row['init_objective']:8.4f} | {row['repeats']} |", flush=True)
+    for name in skipped:
+        print(f"| {n:5d} | {m:3d} | {name:20s} |  skipped |        - |         - |         - "
+              f"|            - | 0 |", flush=True)
+
+
+def growth_exponents(rows: list[dict], method: str = "ours") -> tuple[dict[int, float], dict[int, float]]:
+    """Log-log least-squares slopes of ``method``'s median time: against N at each M (at least
+    two sizes), and against M at each N (at least two M)."""
+    times = {(row["n"], row["m"]): row["median_seconds"] for row in rows if row["method"] == method}
+    sizes = sorted({n for n, _ in times})
+    modalities = sorted({m for _, m in times})
+
+    def slope(xs: list[int], ys: list[float]) -> float:
+        return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
+
+    in_n = {m: slope(sizes, [times[n, m] for n in sizes]) for m in modalities if len(sizes) > 1}
+    in_m = {n: slope(modalities, [times[n, m] for m in modalities]) for n in sizes if len(modalities) > 1}
+    return in_n, in_m
 
 
 def main() -> None:
@@ -115,12 +169,21 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,400,1000")
     parser.add_argument("--modalities", default="2,3,6,12")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-seconds-per-cell", type=float, default=None,
+                        help="time budget of each baseline in each cell (see the module docstring)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    print("|     N |   M | method               |  median s | POT/this | loop/this | objective | Z_B=Z_1 obj |")
-    print("|------:|----:|----------------------|----------:|---------:|----------:|----------:|------------:|")
+    print("|     N |   M | method               |  median s | POT/this | loop/this | objective "
+          "| Z_B=Z_1 obj | runs |")
+    print("|------:|----:|----------------------|----------:|---------:|----------:|----------:"
+          "|------------:|-----:|")
     rows = run([int(s) for s in args.sizes.split(",")],
-               [int(s) for s in args.modalities.split(",")], args.repeats)
+               [int(s) for s in args.modalities.split(",")], args.repeats, args.max_seconds_per_cell)
+    in_n, in_m = growth_exponents(rows)
+    for m, exponent in in_n.items():
+        print(f"ours: time ~ N^{exponent:.2f} at M = {m}")
+    for n, exponent in in_m.items():
+        print(f"ours: time ~ M^{exponent:.2f} at N = {n}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2))

@@ -2,30 +2,41 @@
 
 Flower's deployment engine may start a fresh process per message, so the agent is rebuilt from
 ``context.state`` on every message and saved back before replying. A node learns its modality
-from ``node_config``: ``modality`` in deployment, ``partition-id`` in simulation.
+from ``node_config``: ``modality`` in deployment, ``partition-id`` in simulation; in deployment
+``data-path`` names the site's own data file (else the scenario's dataset is read).
 """
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+from typing import Callable
+
 import torch
-from flwr.app import Context, Message
+from flwr.app import Context, Error, Message
 from flwr.clientapp import ClientApp
 
-from otm_fed.agent import ModalityAgent, modality_data
+from otm_fed.agent import ModalityAgent, latest_checkpoint, modality_data, save_checkpoint
 from otm_fed.config import config_from_run_config
 from otm_fed.protocol import (
     EVAL_CODES,
+    REFUSED,
+    ProtocolError,
     codes_reply,
     metrics_reply,
     predictions_reply,
+    read_evaluate_request,
     read_predict_request,
+    read_query_request,
     read_train_request,
+    train_reply,
 )
 from server.records import array_record, from_records, numpy_arrays, to_records
 
 app = ClientApp()
 torch.set_num_threads(1)  # one core per simulated agent: actors must not oversubscribe the CPUs
 AGENT_STATE = "agent"
+log = logging.getLogger("otm_fed.client")
 
 
 def node_modality(context: Context) -> int:
@@ -35,47 +46,97 @@ def node_modality(context: Context) -> int:
     return int(node_config["partition-id"])
 
 
-def load_agent(context: Context) -> ModalityAgent:
+def checkpoint_dir(context: Context, config: dict) -> Path | None:
+    """Where the agent's per-round checkpoints go: the node's ``state-dir`` (deployment), else
+    ``agents/`` in the run folder; None when neither is set."""
+    state_dir = str(context.node_config.get("state-dir", ""))
+    if state_dir:
+        return Path(state_dir)
+    return Path(config["out-dir"]) / "agents" if config["out-dir"] else None
+
+
+def load_agent(context: Context, round_number: int) -> ModalityAgent:
+    """The agent as the last message left it; a fresh process (a resumed run, a restarted node)
+    starts from its latest checkpoint before ``round_number``."""
     config = config_from_run_config(context.run_config)
     modality = node_modality(context)
-    agent = ModalityAgent(modality, modality_data(config, modality), config)
+    data = modality_data(config, modality, str(context.node_config.get("data-path", "")))
+    agent = ModalityAgent(modality, data, config)
     if AGENT_STATE in context.state:
         agent.load_state_arrays(numpy_arrays(context.state[AGENT_STATE]))
+    elif (directory := checkpoint_dir(context, config)) is not None:
+        saved = latest_checkpoint(directory, modality, round_number)
+        if saved is not None:
+            agent.load_state_arrays(saved)
+            log.info("node %s: modality %d restored from %s", context.node_id, modality, directory)
     return agent
 
 
-def save_agent(agent: ModalityAgent, context: Context) -> None:
-    context.state[AGENT_STATE] = array_record(agent.state_arrays())
+def save_agent(agent: ModalityAgent, context: Context, trained_round: int | None = None) -> None:
+    """Into Context.state; after a TRAIN also into the checkpoint directory."""
+    arrays = agent.state_arrays()
+    context.state[AGENT_STATE] = array_record(arrays)
+    directory = checkpoint_dir(context, agent.config)
+    if trained_round is not None and directory is not None:
+        save_checkpoint(directory, agent.modality, trained_round, arrays)
+
+
+def refusing_malformed(handler: Callable[[Message, Context], Message]) -> Callable[[Message, Context], Message]:
+    """A request that breaks the protocol is logged and answered with a REFUSED error reply;
+    it is never used and never ends the agent's process."""
+
+    def wrapped(msg: Message, context: Context) -> Message:
+        try:
+            return handler(msg, context)
+        except ProtocolError as error:
+            log.warning("node %s refused %s message %s: %s", context.node_id, msg.metadata.message_type,
+                        msg.metadata.message_id, error)
+            return Message(Error(REFUSED, f"refused: {error}"), reply_to=msg)
+
+    return wrapped
 
 
 @app.query()
+@refusing_malformed
 def query(msg: Message, context: Context) -> Message:
-    agent = load_agent(context)
-    request = from_records(msg.content).config
-    codes = agent.query(request["round"], request["batch-size"], request["seed"])
+    round_number, batch_size, seed = read_query_request(from_records(msg.content))
+    agent = load_agent(context, round_number)
+    codes = agent.query(round_number, batch_size, seed)
     save_agent(agent, context)
     return Message(to_records(codes_reply(agent.modality, codes)), reply_to=msg)
 
 
 @app.train()
+@refusing_malformed
 def train(msg: Message, context: Context) -> Message:
-    agent = load_agent(context)
+    """Train; then, where asked (piggy-backing), evaluate and encode the next round's batch."""
+    payload = from_records(msg.content)
+    agent = load_agent(context, payload.config.get("round", 0))
     batch_rows = None if agent.batch_indices is None else len(agent.batch_indices)
-    instruction = read_train_request(from_records(msg.content), batch_rows, agent.config["latent-dim"])
+    instruction = read_train_request(payload, batch_rows, agent.config["latent-dim"])
     losses = agent.train(instruction)
-    save_agent(agent, context)
-    return Message(to_records(metrics_reply(agent.modality, losses)), reply_to=msg)
+    scores = eval_codes = next_codes = None
+    if instruction.evaluation is not None:
+        scores, eval_codes = agent.evaluate(instruction.evaluation["n-clusters"],
+                                            instruction.evaluation["kmeans-init"], agent.config["seed"])
+        eval_codes = eval_codes if instruction.evaluation["fused-eval"] else None
+    if instruction.next_seed is not None:
+        next_codes = agent.query(instruction.round + 1, instruction.batch_size, instruction.next_seed)
+    save_agent(agent, context, instruction.round)
+    return Message(to_records(train_reply(agent.modality, losses, next_codes, scores, eval_codes)), reply_to=msg)
 
 
 @app.evaluate()
+@refusing_malformed
 def evaluate(msg: Message, context: Context) -> Message:
-    agent = load_agent(context)
+    payload = from_records(msg.content)
+    agent = load_agent(context, payload.config["round"])
     if agent.predictor is not None:  # supervised: scores on the own test fold, per noise level
-        noise_levels, fused_eval = read_predict_request(from_records(msg.content))
+        noise_levels, fused_eval = read_predict_request(payload)
         scores, outputs = agent.predict(noise_levels)
         reply = predictions_reply(agent.modality, agent.config["task"], scores, outputs if fused_eval else None)
         return Message(to_records(reply), reply_to=msg)
-    request = from_records(msg.content).config
-    scores, codes = agent.evaluate(request["n-clusters"], request["kmeans-init"], agent.config["seed"])
-    arrays = {EVAL_CODES: codes} if request["fused-eval"] else None
+    n_clusters, kmeans_init, fused_eval = read_evaluate_request(payload)
+    scores, codes = agent.evaluate(n_clusters, kmeans_init, agent.config["seed"])
+    arrays = {EVAL_CODES: codes} if fused_eval else None
     return Message(to_records(metrics_reply(agent.modality, scores, arrays)), reply_to=msg)

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 
-from otm_fed.data import MultiViewDataset, load_dataset, make_synthetic, normalise_view, view_orders
+from otm_fed.data import MultiViewDataset, load_dataset, load_multiview, make_synthetic, normalise_view, view_orders
 from otm_fed.losses import LossWeights, local_loss, supervised_terms
 from otm_fed.metrics import kmeans_scores
 from otm_fed.mixer import project_to_modality
@@ -87,22 +90,54 @@ class ModalityData:
     evaluation_targets: np.ndarray | None = None
 
 
-def modality_data(config: Mapping[str, Any], modality: int) -> ModalityData:
+@functools.lru_cache(maxsize=2)
+def site_dataset(data_path: str) -> MultiViewDataset:
+    """A deployed site's own file (cached per process)."""
+    return load_multiview(data_path)
+
+
+def modality_data(config: Mapping[str, Any], modality: int, data_path: str = "") -> ModalityData:
     """View m of the scenario's dataset, normalised with its own statistics only, training rows
     permuted independently of every other view unless the scenario is aligned. Supervised:
     training rows are the fold's training rows (so permuted), evaluation rows its test fold in
-    file order."""
-    dataset = scenario_dataset(config)
-    if not 0 <= modality < dataset.n_views:
+    file order.
+
+    In deployment a site reads its own file ``data_path`` instead: a single-view file is its
+    modality's view; a multi-view file is read at view ``modality``."""
+    dataset = site_dataset(data_path) if data_path else scenario_dataset(config)
+    view_index = 0 if data_path and dataset.n_views == 1 else modality
+    if not 0 <= view_index < dataset.n_views:
         raise ValueError(f"modality {modality} does not exist: {dataset.name} has {dataset.n_views} views")
-    view = normalise_view(dataset.views[modality], view_normalisation(config, modality))
+    view = normalise_view(dataset.views[view_index], view_normalisation(config, modality))
     if config["task"] == "clustering":
-        order = view_orders(dataset.n_samples, dataset.n_views, config["aligned"], config["seed"])[modality]
+        order = view_orders(dataset.n_samples, modality + 1, config["aligned"], config["seed"])[modality]
         return ModalityData(view[order], view, dataset.labels, dataset.n_classes)
     train, test = fold_indices(dataset.labels, config["n-folds"], config["fold"], config["seed"])
-    order = train[view_orders(len(train), dataset.n_views, config["aligned"], config["seed"])[modality]]
-    targets = scenario_targets(config)
+    order = train[view_orders(len(train), modality + 1, config["aligned"], config["seed"])[modality]]
+    targets = scenario_targets(config) if config["task"] == "regression" else dataset.labels
     return ModalityData(view[order], view[test], dataset.labels[test], dataset.n_classes, targets[order], targets[test])
+
+
+def privatise_codes(codes: np.ndarray, clip: float, noise_multiplier: float, rng: np.random.Generator) -> np.ndarray:
+    """Beyond the paper: each code's L2 norm clipped to ``clip``, then Gaussian noise of standard
+    deviation ``noise_multiplier * clip`` added per coordinate (the Gaussian mechanism's scale for
+    one code). ``clip = 0`` leaves the codes untouched."""
+    if not clip:
+        return codes
+    norms = np.linalg.norm(codes, axis=1, keepdims=True)
+    clipped = codes * np.minimum(1.0, clip / np.maximum(norms, 1e-12))
+    noise = rng.standard_normal(codes.shape) * (noise_multiplier * clip)
+    return (clipped + noise).astype(np.float32)
+
+
+def batch_rows(n_rows: int, modality: int, round_number: int, batch_size: int, seed: int,
+               aligned: bool = False) -> np.ndarray:
+    """Agent m's batch for a round: sorted rows of its own training order, drawn from its own
+    seeded stream; in an aligned scenario every agent draws from one shared stream, so a batch
+    holds the same samples, in the same order, in every modality. The one definition of a batch
+    (the simulation-only alignment diagnostic reconstructs batches with it)."""
+    rng = np.random.default_rng([seed, round_number] if aligned else [seed, modality, round_number])
+    return np.sort(rng.choice(n_rows, size=min(batch_size, n_rows), replace=False))
 
 
 class ModalityAgent:
@@ -131,9 +166,8 @@ class ModalityAgent:
 
     def sample_batch(self, round_number: int, batch_size: int, seed: int) -> np.ndarray:
         """This round's batch of the agent's own rows, drawn from its own seeded stream."""
-        rng = np.random.default_rng([seed, self.modality, round_number])
-        n = len(self.data.train)
-        self.batch_indices = np.sort(rng.choice(n, size=min(batch_size, n), replace=False))
+        self.batch_indices = batch_rows(len(self.data.train), self.modality, round_number, batch_size, seed,
+                                        self.config["aligned"])
         self.batch_round = round_number
         return self.batch_indices
 
@@ -143,9 +177,12 @@ class ModalityAgent:
             return self.model.encode(torch.from_numpy(x)).numpy().astype(np.float32)
 
     def query(self, round_number: int, batch_size: int, seed: int) -> np.ndarray:
-        """Z_m = f_m(X_m) on a fresh batch, kept for the TRAIN that follows."""
+        """Z_m = f_m(X_m) on a fresh batch, kept for the TRAIN that follows; clipped and noised
+        as configured (``privatise_codes``) since these codes leave the agent."""
         indices = self.sample_batch(round_number, batch_size, seed)
-        return self.encode(self.data.train[indices])
+        codes = self.encode(self.data.train[indices])
+        return privatise_codes(codes, self.config["latent-clip"], self.config["latent-noise-multiplier"],
+                               np.random.default_rng([seed, self.modality, round_number, 2]))
 
     # ------------------------------------------------------------------ training
 
@@ -233,3 +270,36 @@ class ModalityAgent:
         self.optimiser.load_state_dict(state)
         self.batch_indices = np.array(arrays[BATCH_INDICES]) if BATCH_INDICES in arrays else None
         self.batch_round = int(arrays[BATCH_ROUND][0])
+
+
+CHECKPOINT_NAME = re.compile(r"modality-(\d+)\.round-(\d+)\.npz")
+CHECKPOINTS_KEPT = 2
+
+
+def save_checkpoint(directory: Path, modality: int, round_number: int, arrays: Mapping[str, np.ndarray]) -> Path:
+    """Agent m's state after ``round_number``: written to a temporary file, then renamed (a crash
+    never leaves a half-written checkpoint); only the latest CHECKPOINTS_KEPT are kept."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"modality-{modality}.round-{round_number}.npz"
+    temporary = directory / f".{path.name}.tmp.npz"
+    np.savez(temporary, **arrays)
+    os.replace(temporary, path)
+    for _, old in sorted(_checkpoints(directory, modality))[:-CHECKPOINTS_KEPT]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def _checkpoints(directory: Path, modality: int) -> list[tuple[int, Path]]:
+    found = [(match, path) for path in directory.glob(f"modality-{modality}.round-*.npz")
+             if (match := CHECKPOINT_NAME.fullmatch(path.name))]
+    return [(int(match.group(2)), path) for match, path in found]
+
+
+def latest_checkpoint(directory: Path, modality: int, before_round: int) -> dict[str, np.ndarray] | None:
+    """Agent m's latest saved state from a round before ``before_round``, or None."""
+    earlier = [(round_number, path) for round_number, path in _checkpoints(directory, modality)
+               if round_number < before_round] if directory.is_dir() else []
+    if not earlier:
+        return None
+    with np.load(max(earlier)[1]) as saved:
+        return {name: saved[name] for name in saved.files}

@@ -49,6 +49,11 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "out-dir": "",
     "round-timeout": 600.0,
+    "min-modalities": 2,
+    "piggyback": True,
+    "latent-clip": 0.0,
+    "latent-noise-multiplier": 0.0,
+    "resume": False,
     "task": "clustering",
     "fold": 0,
     "n-folds": 5,
@@ -64,9 +69,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 BUILTIN_STRATEGIES = ("otm", "local-only")
 POSITIVE_INTS = ("rounds", "batch-size", "local-steps", "latent-dim", "hidden-dim", "eval-every",
-                 "kmeans-init", "synthetic-samples", "synthetic-clusters")
+                 "kmeans-init", "synthetic-samples", "synthetic-clusters", "min-modalities")
 NON_NEGATIVE = ("num-modalities", "n-clusters", "barycenter-size", "max-outer", "beta", "eta", "mmd-weight", "synthetic-weak-view",
-                "fold", "supervised-weight")
+                "latent-clip", "latent-noise-multiplier", "fold", "supervised-weight")
 
 
 class ConfigError(ValueError):
@@ -159,6 +164,10 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"alpha must lie in [0, 1], got {config['alpha']}")
     if config["lr"] <= 0:
         raise ConfigError(f"lr must be positive, got {config['lr']}")
+    if config["round-timeout"] <= 0:
+        raise ConfigError(f"round-timeout must be positive, got {config['round-timeout']}")
+    if config["latent-noise-multiplier"] and not config["latent-clip"]:
+        raise ConfigError("latent-noise-multiplier needs latent-clip > 0: the noise scale is multiplier x clip")
     validate_supervised(config)
     return config
 

@@ -13,7 +13,12 @@ One round:
 2. TRAIN   server -> agent: config {round, batch-size, seed}, arrays {mixed-barycenter: float32
            N_B x d, plan-rows/plan-cols: int64, plan-values: float64, plan-shape: int64 [N_B, N_m],
            and optionally server-gradient: float32 N_m x d}; no arrays for local-only training.
-   reply   agent -> server: config {modality}, metrics {loss terms}.
+           Piggy-backing (fewer exchanges): config may add next-seed (then the agent draws the
+           next round's batch after training and sends its codes: the encoder is the one the
+           next QUERY would use) and the EVALUATE keys (then the agent evaluates after training).
+   reply   agent -> server: config {modality}, metrics {loss terms}; with next-seed also arrays
+           {latent-codes}; with evaluation also metrics {eval-purity, eval-acc, eval-nmi,
+           eval-ari} and, with fused-eval, arrays {eval-codes}.
 3. EVALUATE server -> agent: config {round, n-clusters, kmeans-init, fused-eval}.
    reply   agent -> server: config {modality}, metrics {purity, acc, nmi, ari}; with fused-eval
            (simulation only) also arrays {eval-codes: float32}, the evaluation set's codes in
@@ -25,6 +30,9 @@ One round:
            test fold at noise-levels[i]}; with fused-eval (simulation only, for late fusion) also
            arrays {test-outputs: float32 L x N_test x K, class probabilities or predictions of the
            test fold in file order}. Targets never cross the wire.
+
+An agent that refuses a request replies with an error (code ``REFUSED``) instead of a payload;
+the server records every error, refusal and missing reply for its node and round.
 """
 
 from __future__ import annotations
@@ -48,7 +56,11 @@ SERVER_GRADIENT = "server-gradient"
 EVAL_CODES = "eval-codes"
 TEST_OUTPUTS = "test-outputs"
 SCORE_NAMES = ("purity", "acc", "nmi", "ari")
+EVAL_PREFIX = "eval-"
+NEXT_SEED = "next-seed"
+EVALUATE_KEYS = ("n-clusters", "kmeans-init", "fused-eval")
 MARGINAL_TOLERANCE = 1e-6
+REFUSED = 400  # the error code of an agent's refusal of a malformed request
 
 
 class ProtocolError(ValueError):
@@ -90,6 +102,12 @@ def _matrix(what: str, array: Any, dtype: type, width: int | None = None,
     return array
 
 
+def _int(what: str, value: Any, minimum: int = 0) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ProtocolError(f"{what} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
 def _modality(payload: Payload) -> int:
     modality = payload.config.get("modality")
     if not isinstance(modality, int) or isinstance(modality, bool) or modality < 0:
@@ -102,6 +120,14 @@ def _modality(payload: Payload) -> int:
 
 def query_request(round_number: int, batch_size: int, seed: int) -> Payload:
     return Payload(config={"round": round_number, "batch-size": batch_size, "seed": seed})
+
+
+def read_query_request(payload: Payload) -> tuple[int, int, int]:
+    """(round, batch-size, seed) of a QUERY, or ProtocolError."""
+    _expect_keys("query config", payload.config, {"round", "batch-size", "seed"})
+    _expect_keys("query arrays", payload.arrays, set())
+    config = payload.config
+    return _int("round", config["round"], 1), _int("batch-size", config["batch-size"], 1), _int("seed", config["seed"])
 
 
 def codes_reply(modality: int, codes: np.ndarray) -> Payload:
@@ -122,8 +148,15 @@ def read_codes_reply(payload: Payload, latent_dim: int, max_rows: int) -> tuple[
 
 def train_request(round_number: int, batch_size: int, seed: int,
                   mixed_barycenter: np.ndarray | None = None, plan: np.ndarray | None = None,
-                  server_gradient: np.ndarray | None = None) -> Payload:
+                  server_gradient: np.ndarray | None = None, next_seed: int | None = None,
+                  evaluation: Payload | None = None) -> Payload:
+    """TRAIN; ``next_seed`` asks for the next round's codes, ``evaluation`` (an
+    ``evaluate_request``) for scores after training, both in the reply."""
     payload = query_request(round_number, batch_size, seed)
+    if next_seed is not None:
+        payload.config[NEXT_SEED] = next_seed
+    if evaluation is not None:
+        payload.config.update({key: evaluation.config[key] for key in EVALUATE_KEYS})
     if mixed_barycenter is not None:
         sparse = encode_plan(plan)
         payload.arrays = {MIXED_BARYCENTER: np.asarray(mixed_barycenter, np.float32),
@@ -142,12 +175,26 @@ class TrainInstruction:
     mixed_barycenter: np.ndarray | None = None  # Z~_B
     plan: np.ndarray | None = None  # T_m, dense
     server_gradient: np.ndarray | None = None  # G_m
+    next_seed: int | None = None  # send the next round's codes
+    evaluation: dict[str, Any] | None = None  # evaluate after training: n-clusters, kmeans-init, fused-eval
 
 
 def read_train_request(payload: Payload, batch_rows: int | None, latent_dim: int) -> TrainInstruction:
     """Validate a TRAIN message against the agent's kept batch (``batch_rows`` = N_m)."""
-    _expect_keys("train config", payload.config, {"round", "batch-size", "seed"})
-    instruction = TrainInstruction(payload.config["round"], payload.config["batch-size"], payload.config["seed"])
+    config = payload.config
+    _expect_keys("train config", config, {"round", "batch-size", "seed"}, {NEXT_SEED, *EVALUATE_KEYS})
+    instruction = TrainInstruction(_int("round", config["round"], 1), _int("batch-size", config["batch-size"], 1),
+                                   _int("seed", config["seed"]))
+    if NEXT_SEED in config:
+        instruction.next_seed = _int(NEXT_SEED, config[NEXT_SEED])
+    if any(key in config for key in EVALUATE_KEYS):
+        _expect_keys("train evaluation config", {k: v for k, v in config.items() if k in EVALUATE_KEYS},
+                     set(EVALUATE_KEYS))
+        if not isinstance(config["fused-eval"], bool):
+            raise ProtocolError(f"fused-eval must be a bool, got {config['fused-eval']!r}")
+        instruction.evaluation = {"n-clusters": _int("n-clusters", config["n-clusters"], 1),
+                                  "kmeans-init": _int("kmeans-init", config["kmeans-init"], 1),
+                                  "fused-eval": config["fused-eval"]}
     if not payload.arrays:
         return instruction
     _expect_keys("train arrays", payload.arrays,
@@ -191,12 +238,41 @@ def metrics_reply(modality: int, metrics: Mapping[str, float], arrays: Mapping[s
                    arrays=dict(arrays or {}))
 
 
-def read_train_reply(payload: Payload) -> tuple[int, dict[str, float]]:
+def train_reply(modality: int, losses: Mapping[str, float], next_codes: np.ndarray | None = None,
+                scores: Mapping[str, float] | None = None, eval_codes: np.ndarray | None = None) -> Payload:
+    metrics = {**losses, **{EVAL_PREFIX + name: value for name, value in (scores or {}).items()}}
+    arrays = {LATENT_CODES: next_codes, EVAL_CODES: eval_codes}
+    return metrics_reply(modality, metrics, {name: np.asarray(value, np.float32) for name, value in arrays.items()
+                                             if value is not None})
+
+
+@dataclass
+class TrainReply:
+    modality: int
+    losses: dict[str, float]
+    next_codes: np.ndarray | None = None  # Z_m of the next round's batch
+    scores: dict[str, float] | None = None
+    eval_codes: np.ndarray | None = None
+
+
+def read_train_reply(payload: Payload, latent_dim: int, max_rows: int, next_codes: bool = False,
+                     evaluation: bool = False, fused_eval: bool = False) -> TrainReply:
+    """A TRAIN reply with exactly the parts asked for (next codes, scores, eval codes)."""
     _expect_keys("train reply config", payload.config, {"modality"})
-    _expect_keys("train reply arrays", payload.arrays, set())
+    expected_arrays = ({LATENT_CODES} if next_codes else set()) | ({EVAL_CODES} if evaluation and fused_eval else set())
+    _expect_keys("train reply arrays", payload.arrays, expected_arrays)
     if not all(np.isfinite(v) for v in payload.metrics.values()):
         raise ProtocolError("train reply metrics contain NaN or Inf")
-    return _modality(payload), dict(payload.metrics)
+    losses = {k: v for k, v in payload.metrics.items() if not k.startswith(EVAL_PREFIX)}
+    reply = TrainReply(_modality(payload), losses)
+    if next_codes:
+        reply.next_codes = _matrix("latent codes", payload.arrays[LATENT_CODES], np.float32, latent_dim, max_rows)
+    scores = {k.removeprefix(EVAL_PREFIX): v for k, v in payload.metrics.items() if k.startswith(EVAL_PREFIX)}
+    if evaluation:
+        reply.scores, reply.eval_codes = _read_scores(scores, payload.arrays, latent_dim, fused_eval)
+    elif scores:
+        raise ProtocolError(f"train reply carries scores {sorted(scores)} nobody asked for")
+    return reply
 
 
 # --------------------------------------------------------------------------- EVALUATE
@@ -207,14 +283,29 @@ def evaluate_request(round_number: int, n_clusters: int, kmeans_init: int, fused
                            "kmeans-init": kmeans_init, "fused-eval": fused_eval})
 
 
+def _read_scores(scores: Mapping[str, float], arrays: Mapping[str, np.ndarray], latent_dim: int,
+                 fused_eval: bool) -> tuple[dict[str, float], np.ndarray | None]:
+    _expect_keys("evaluation scores", scores, set(SCORE_NAMES))
+    if not all(np.isfinite(v) and -1.0 <= v <= 1.0 for v in scores.values()):
+        raise ProtocolError(f"evaluation scores must be finite and in [-1, 1], got {dict(scores)}")
+    codes = _matrix("eval codes", arrays[EVAL_CODES], np.float32, latent_dim) if fused_eval else None
+    return dict(scores), codes
+
+
+def read_evaluate_request(payload: Payload) -> tuple[int, int, bool]:
+    """(n-clusters, kmeans-init, fused-eval) of an EVALUATE, or ProtocolError."""
+    _expect_keys("evaluate config", payload.config, {"round", *EVALUATE_KEYS})
+    _expect_keys("evaluate arrays", payload.arrays, set())
+    config = payload.config
+    if not isinstance(config["fused-eval"], bool):
+        raise ProtocolError(f"fused-eval must be a bool, got {config['fused-eval']!r}")
+    return _int("n-clusters", config["n-clusters"], 1), _int("kmeans-init", config["kmeans-init"], 1), config["fused-eval"]
+
+
 def read_evaluate_reply(payload: Payload, latent_dim: int, fused_eval: bool) -> tuple[int, dict[str, float], np.ndarray | None]:
     _expect_keys("evaluate reply config", payload.config, {"modality"})
-    _expect_keys("evaluate reply metrics", payload.metrics, set(SCORE_NAMES))
     _expect_keys("evaluate reply arrays", payload.arrays, {EVAL_CODES} if fused_eval else set())
-    scores = dict(payload.metrics)
-    if not all(np.isfinite(v) and -1.0 <= v <= 1.0 for v in scores.values()):
-        raise ProtocolError(f"evaluation scores must be finite and in [-1, 1], got {scores}")
-    codes = _matrix("eval codes", payload.arrays[EVAL_CODES], np.float32, latent_dim) if fused_eval else None
+    scores, codes = _read_scores(payload.metrics, payload.arrays, latent_dim, fused_eval)
     return _modality(payload), scores, codes
 
 

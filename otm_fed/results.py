@@ -1,7 +1,9 @@
 """The run folder: resolved config, one JSON line per round, and the final summary.
 
 Every line is flushed as soon as its round ends, and the summary is written atomically
-(write, then rename), so a crash loses at most the round in flight.
+(write, then rename), so a crash loses at most the round in flight. The server's checkpoint
+(``server-state.json``: the last completed round and what the strategy keeps across rounds) is
+written atomically after each round's line; ``resume`` continues from it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import numpy as np
 import tomli_w
 
 CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.toml", "metrics.jsonl", "summary.json"
+CHECKPOINT_FILE = "server-state.json"
+EVAL_CODES_FILE = "eval-codes.npz"
 
 
 def _plain(value: Any) -> Any:
@@ -51,6 +55,26 @@ class RunRecorder:
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         write_atomically(self.run_dir / SUMMARY_FILE, json.dumps(_plain(summary), indent=2) + "\n")
+
+    def save_checkpoint(self, state: Mapping[str, Any]) -> None:
+        """The server's state after a completed round (``state["round"]``)."""
+        write_atomically(self.run_dir / CHECKPOINT_FILE, json.dumps(_plain(state)) + "\n")
+
+    def resume(self) -> dict[str, Any] | None:
+        """The last checkpoint, with metrics.jsonl cut back to its round (a round in flight when
+        the server died is run again); None when there is none."""
+        path = self.run_dir / CHECKPOINT_FILE
+        if not path.is_file():
+            return None
+        state = json.loads(path.read_text())
+        kept = [row for row in read_rounds(self.run_dir) if row["round"] <= state["round"]] if self.metrics_path.is_file() else []
+        write_atomically(self.metrics_path, "".join(json.dumps(row) + "\n" for row in kept))
+        return state
+
+
+    def write_arrays(self, name: str, **arrays: np.ndarray) -> None:
+        """A ``.npz`` of named arrays in the run folder."""
+        np.savez_compressed(self.run_dir / name, **arrays)
 
 
 def read_rounds(run_dir: str | Path) -> list[dict[str, Any]]:

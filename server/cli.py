@@ -1,19 +1,26 @@
 """``otm-fed``: the command line.
 
     otm-fed simulate [--scenario NAME|PATH] [--rounds N] [--seed S] [--out DIR] [--engine simulation|inprocess]
-                     [--set key=value ...]
+                     [--set key=value ...] [--resume RUN_DIR]
+    otm-fed deploy certs --out DIR [--host NAME_OR_IP ...]
+    otm-fed deploy node-key --out DIR --name NAME
+    otm-fed deploy federation --name NAME --address HOST:PORT --ca CA_CERT [--flwr-home DIR]
+    otm-fed deploy demo --data FILE --nodes M [--scenario NAME] [--rounds N] [--work DIR] [--set key=value ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from otm_fed.config import ConfigError, resolve_config
-from otm_fed.results import SUMMARY_FILE
+from otm_fed.results import CONFIG_FILE, SUMMARY_FILE
+
+APP_DIR = Path(__file__).resolve().parent.parent
 
 
 def parse_assignments(items: list[str]) -> dict[str, str]:
@@ -50,6 +57,9 @@ def simulate(args: argparse.Namespace) -> int:
     for key, value in (("rounds", args.rounds), ("seed", args.seed)):
         if value is not None:
             overrides[key] = str(value)
+    if args.resume:  # the run folder's own resolved config, continued after its last completed round
+        overrides["resume"] = "true"
+        args.scenario, args.out = str(Path(args.resume) / CONFIG_FILE), args.resume
     config = resolve_config(args.scenario, overrides)
     from otm_fed.agent import scenario_dataset
 
@@ -76,6 +86,50 @@ def simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def deploy(args: argparse.Namespace) -> int:
+    """Deployment helpers (server.deploy): certificates, node keys, federation entry, local demo."""
+    from server import deploy as helpers
+
+    if args.action == "certs":
+        certificates = helpers.make_certificates(args.out, args.host or ["127.0.0.1", "localhost"])
+        print(f"CA certificate (copy to every site): {certificates.ca}\n"
+              f"server certificate and key (stay on the SuperLink machine): {certificates.server_cert}, "
+              f"{certificates.server_key}")
+    elif args.action == "node-key":
+        private, public = helpers.make_node_key(args.out, args.name)
+        print(f"private key (stays at the site): {private}\npublic key (register it: flwr supernode register "
+              f"{public} <federation>): {public}")
+    elif args.action == "federation":
+        flwr_home = args.flwr_home or os.environ.get("FLWR_HOME") or str(Path.home() / ".flwr")
+        print(f"wrote {helpers.write_federation(flwr_home, args.name, args.address, args.ca)}")
+    else:
+        return deploy_demo(args, helpers)
+    return 0
+
+
+def deploy_demo(args: argparse.Namespace, helpers) -> int:
+    """A SuperLink and one SuperNode per view of ``--data`` on this machine, a run, then all stopped."""
+    from otm_fed.data import load_multiview
+
+    dataset = load_multiview(args.data)
+    run_dir = (Path(args.work) / "run").resolve()
+    overrides = parse_assignments(args.set)
+    typed = resolve_config(args.scenario, overrides)  # refuses a bad key before anything starts
+    run_config = {"scenario": args.scenario, "rounds": args.rounds, "num-modalities": args.nodes,
+                  "n-clusters": dataset.n_classes, "fused-eval": False, "out-dir": str(run_dir),
+                  **{key: typed[key] for key in overrides}}
+    with helpers.LocalFederation(Path(args.work), Path(args.data), args.nodes) as federation:
+        print(f"SuperLink on {federation.address} (TLS, node authentication); {args.nodes} SuperNodes; "
+              f"logs and keys in {federation.work_dir}", flush=True)
+        result = federation.run(APP_DIR, run_config, timeout=args.timeout)
+    print(result.stdout[-4000:])
+    if result.returncode != 0 or not (run_dir / SUMMARY_FILE).is_file():
+        print(f"otm-fed: the deployed run failed: {result.stderr[-2000:]}", file=sys.stderr)
+        return 1
+    print_final_table(json.loads((run_dir / SUMMARY_FILE).read_text()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="otm-fed", description="Federated multi-modal learning with the OT latent mixer")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -87,7 +141,31 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--engine", choices=("simulation", "inprocess"), default="simulation",
                      help="Flower's simulation engine (Ray), or the same apps called in this process")
     sim.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    sim.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue a stopped run from its last completed round (its config, seeds and checkpoints)")
     sim.set_defaults(handler=simulate)
+    dep = commands.add_parser("deploy", help="deployment helpers: certificates, node keys, federation, local demo")
+    actions = dep.add_subparsers(dest="action", required=True)
+    certs = actions.add_parser("certs", help="a CA and a SuperLink server certificate")
+    certs.add_argument("--out", required=True)
+    certs.add_argument("--host", action="append", help="the SuperLink's DNS name or IP (repeat); default 127.0.0.1")
+    key = actions.add_parser("node-key", help="a SuperNode's key pair (OpenSSH EC P-384)")
+    key.add_argument("--out", required=True)
+    key.add_argument("--name", required=True)
+    federation = actions.add_parser("federation", help="write the SuperLink connection into $FLWR_HOME/config.toml")
+    federation.add_argument("--name", required=True)
+    federation.add_argument("--address", required=True, help="HOST:PORT of the SuperLink")
+    federation.add_argument("--ca", required=True, help="the CA certificate")
+    federation.add_argument("--flwr-home", help="default $FLWR_HOME or ~/.flwr")
+    demo = actions.add_parser("demo", help="SuperLink + one SuperNode per view on this machine, one run")
+    demo.add_argument("--data", required=True, help="a multi-view .mat/.npz file; SuperNode m reads view m")
+    demo.add_argument("--nodes", type=int, required=True)
+    demo.add_argument("--scenario", default="prokaryotic")
+    demo.add_argument("--rounds", type=int, default=2)
+    demo.add_argument("--work", default="runs/deploy-demo", help="certificates, keys, logs, run folder")
+    demo.add_argument("--timeout", type=float, default=1800.0)
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    dep.set_defaults(handler=deploy)
     return parser
 
 

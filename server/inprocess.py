@@ -68,7 +68,7 @@ class InProcessGrid(Grid):
         delivered.metadata.__dict__["_message_id"] = message.metadata.message_id
         try:
             reply = self.client_app(delivered, self.contexts[message.metadata.dst_node_id])
-            reply = Message(copy.deepcopy(reply.content), reply_to=message)
+            reply = Message(copy.deepcopy(reply.error if reply.has_error() else reply.content), reply_to=message)
         except Exception as error:  # a failing agent is a reply with an error, as in Flower
             reply = Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, f"{type(error).__name__}: {error}"),
                             reply_to=message)
@@ -95,10 +95,14 @@ class InProcessGrid(Grid):
         return replies
 
 
-def run_inprocess(config: Mapping[str, Any], num_nodes: int, run_dir: str | Path) -> Path:
-    """Run the ServerApp against ``num_nodes`` in-process agents; returns the run folder."""
-    from clients.client_app import app as client_app
+def run_inprocess(config: Mapping[str, Any], num_nodes: int, run_dir: str | Path,
+                  client_app: ClientApp | None = None) -> Path:
+    """Run the ServerApp against ``num_nodes`` in-process agents (``client_app``, default the
+    OTM ClientApp); returns the run folder."""
     from server.server_app import app as server_app
+
+    if client_app is None:
+        from clients.client_app import app as client_app
 
     run_dir = Path(run_dir).resolve()
     config = {**config, "out-dir": str(run_dir)}

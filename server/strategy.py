@@ -19,6 +19,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from otm_fed.alignment import alignment_scores, batch_sample_ids
 from otm_fed.clustering import clustering_loss, modality_gradients
 from otm_fed.metrics import kmeans_scores
 from otm_fed.mixer import Mixer, MixResult, OTMixer
@@ -39,7 +40,7 @@ from otm_fed.protocol import (
     train_request,
 )
 from otm_fed.supervised import SCORE_OF_TASK, late_fusion, parse_noise_levels, score
-from otm_fed.results import RunRecorder
+from otm_fed.results import EVAL_CODES_FILE, RunRecorder
 from server.records import from_records, payload_bytes, to_records
 
 log = logging.getLogger("otm_fed.server")
@@ -53,7 +54,13 @@ def mixer_from_config(config: Mapping[str, Any]) -> OTMixer:
 
 
 class OTMStrategy(Strategy):
-    """The OT-based latent mixer over M modality agents, one round at a time."""
+    """The OT-based latent mixer over M modality agents, one round at a time.
+
+    Fault handling: every error reply, refused payload and missing reply (``round-timeout``) is
+    logged and recorded with its node and stage in the round's ``failures``; a round mixes and
+    trains the modalities that answered when at least ``min-modalities`` did, and a node that
+    failed is asked again on the next round. With ``piggyback`` the TRAIN reply also carries the
+    next round's codes and, where due, the evaluation, so a round is one exchange."""
 
     name = "otm"
 
@@ -68,12 +75,18 @@ class OTMStrategy(Strategy):
         self.recorder = recorder
         self.fused_labels = fused_labels
         self.progress = progress
+        self.num_rounds = self.config["rounds"]
         self.node_ids: list[int] = []
         self.node_of: dict[int, int] = {}  # modality -> node id, learnt from replies
         self.codes: dict[int, np.ndarray] = {}
+        self.next_codes: dict[int, np.ndarray] = {}  # modality -> codes piggy-backed for the next round
+        self.sent_to: dict[str, int] = {}  # message id -> node id, of the exchange in flight
+        self.trained_as: dict[int, int] = {}  # node id -> modality it was sent TRAIN for
+        self.failure_counts: dict[int, int] = {}
         self.mix_result: MixResult | None = None
         self.row: dict[str, Any] = {}
         self.final_scores: dict[str, Any] = {}
+        self.eval_codes: dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------------ small overridable steps
 
@@ -95,6 +108,24 @@ class OTMStrategy(Strategy):
         return modality_gradients([codes[m] for m in sorted(codes)], result.transport_plans, result.masks,
                                   lambda mixed: clustering_loss(mixed, self.n_clusters))
 
+    def next_seed(self, server_round: int) -> int | None:
+        """The seed of the next round's batch when its codes ride on this TRAIN reply."""
+        return self.round_seed(server_round + 1) if self.config["piggyback"] and server_round < self.num_rounds else None
+
+    def evaluation_due(self, server_round: int) -> bool:
+        return server_round % self.config["eval-every"] == 0 or server_round == self.num_rounds
+
+    def evaluate_payload(self, server_round: int) -> Payload:
+        if self.config["task"] == "clustering":
+            return evaluate_request(server_round, self.n_clusters, self.config["kmeans-init"], self.config["fused-eval"])
+        return predict_request(server_round, parse_noise_levels(self.config["noise-levels"]), self.config["fused-eval"])
+
+    def piggyback_evaluation(self, server_round: int) -> Payload | None:
+        """Clustering evaluation rides on the TRAIN reply when due; supervised evaluation (per noise
+        level, late fusion) keeps its own EVALUATE exchange."""
+        piggybacked = self.config["piggyback"] and self.config["task"] == "clustering"
+        return self.evaluate_payload(server_round) if piggybacked and self.evaluation_due(server_round) else None
+
     def train_payloads(self, server_round: int) -> dict[int, Payload]:
         """TRAIN for every modality that sent codes: Z~_B, its own plan, its gradient."""
         result = self.mix_result
@@ -104,8 +135,19 @@ class OTMStrategy(Strategy):
             payloads[modality] = train_request(
                 server_round, self.config["batch-size"], self.round_seed(server_round),
                 result.mixed_barycenter, result.transport_plans[index],
-                None if gradients is None else gradients[index])
+                None if gradients is None else gradients[index], self.next_seed(server_round),
+                self.piggyback_evaluation(server_round))
         return payloads
+
+    def alignment_diagnostic(self, server_round: int) -> dict[str, float] | None:
+        """Simulation only (with ``fused-eval``): how much plan mass lands on true counterparts,
+        from batches rebuilt with the agents' own batch function (``otm_fed.alignment``)."""
+        if self.fused_labels is None or len(self.codes) < 2 or self.config["task"] != "clustering":
+            return None  # supervised agents train on a fold: batches index its rows, not the file's
+        ids = batch_sample_ids(len(self.fused_labels), sorted(self.codes), self.n_modalities, self.config["aligned"],
+                               self.config["seed"], server_round, self.config["batch-size"],
+                               self.round_seed(server_round))
+        return alignment_scores(self.mix_result.transport_plans, ids, self.fused_labels)
 
     def aggregate_scores(self, scores: Mapping[int, Mapping[str, float]]) -> dict[str, Any]:
         """Mean over modalities of each score, per-modality values kept."""
@@ -125,50 +167,76 @@ class OTMStrategy(Strategy):
         self.row["seconds"]["mix"] = time.perf_counter() - start
         for modality, payload in payloads.items():
             self.row["bytes_down"][modality] = self.row["bytes_down"].get(modality, 0) + payload_bytes(payload)
+        self.trained_as = {self.node_of[modality]: modality for modality in payloads}
         return [Message(to_records(payload), dst_node_id=self.node_of[modality], message_type=TRAIN)
                 for modality, payload in payloads.items()]
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Loss terms per modality; piggy-backed next codes and scores where they were asked for."""
         losses: dict[int, dict[str, float]] = {}
-        for reply in self.valid_replies(replies, TRAIN):
-            modality, metrics = read_train_reply(from_records(reply.content))
-            losses[modality] = metrics
+        scores: dict[int, dict[str, float]] = {}
+        eval_codes: dict[int, np.ndarray] = {}
+        evaluation = self.piggyback_evaluation(server_round) is not None
+        for node, payload in self.reply_payloads(replies, TRAIN):
+            try:
+                reply = read_train_reply(payload, self.config["latent-dim"], self.config["batch-size"],
+                                         self.next_seed(server_round) is not None, evaluation,
+                                         self.config["fused-eval"])
+                self.claim_modality(reply.modality, node, losses, self.trained_as.get(node))
+            except ProtocolError as error:
+                self.record_failure(node, TRAIN, f"refused: {error}")
+                continue
+            losses[reply.modality] = reply.losses
+            if reply.next_codes is not None:
+                self.next_codes[reply.modality] = reply.next_codes
+            if reply.scores is not None:
+                scores[reply.modality] = reply.scores
+            if reply.eval_codes is not None:
+                eval_codes[reply.modality] = reply.eval_codes
         self.row["losses"] = {str(m): losses[m] for m in sorted(losses)}
+        if scores:
+            self.record_scores(scores, eval_codes)
         totals = [metrics["total"] for metrics in losses.values() if "total" in metrics]
         return None, MetricRecord({"total": float(np.mean(totals))} if totals else {})
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
-        if self.config["task"] == "clustering":
-            payload = evaluate_request(server_round, self.n_clusters, self.config["kmeans-init"],
-                                       self.config["fused-eval"])
-        else:
-            payload = predict_request(server_round, parse_noise_levels(self.config["noise-levels"]),
-                                      self.config["fused-eval"])
+        payload = self.evaluate_payload(server_round)
         return [Message(to_records(payload), dst_node_id=node, message_type=EVALUATE)
-                for node in self.node_of.values()]
+                for node in sorted(set(self.node_of.values()))]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         if self.config["task"] != "clustering":
             return self.aggregate_predictions(replies)
         scores: dict[int, dict[str, float]] = {}
         eval_codes: dict[int, np.ndarray] = {}
-        for reply in self.valid_replies(replies, EVALUATE):
-            modality, modality_scores, codes = read_evaluate_reply(
-                from_records(reply.content), self.config["latent-dim"], self.config["fused-eval"])
+        for node, payload in self.reply_payloads(replies, EVALUATE):
+            try:
+                modality, modality_scores, codes = read_evaluate_reply(payload, self.config["latent-dim"],
+                                                                       self.config["fused-eval"])
+                self.claim_modality(modality, node, scores)
+            except ProtocolError as error:
+                self.record_failure(node, EVALUATE, f"refused: {error}")
+                continue
             scores[modality] = modality_scores
             if codes is not None:
                 eval_codes[modality] = codes
         if not scores:
             return None
+        aggregated = self.record_scores(scores, eval_codes)
+        return MetricRecord({k: v for k, v in aggregated.items() if isinstance(v, float)})
+
+    def record_scores(self, scores: Mapping[int, Mapping[str, float]], eval_codes: Mapping[int, np.ndarray]) -> dict[str, Any]:
+        """The round's evaluation: mean scores, and the fused score when every evaluated agent sent codes."""
         aggregated = self.aggregate_scores(scores)
         if self.fused_labels is not None and len(eval_codes) == len(scores):
             fused = np.concatenate([eval_codes[m] for m in sorted(eval_codes)], axis=1)
             fused_scores = kmeans_scores(fused, self.fused_labels, self.n_clusters, self.config["kmeans-init"],
                                          self.config["seed"])
             aggregated.update({f"fused_{name}": value for name, value in fused_scores.items()})
+            self.eval_codes = eval_codes
         self.row["eval"] = aggregated
-        return MetricRecord({k: v for k, v in aggregated.items() if isinstance(v, float)})
+        return aggregated
 
     def aggregate_predictions(self, replies: Iterable[Message]) -> MetricRecord | None:
         """Supervised: each modality's score (accuracy or MAE) on its own test fold per noise
@@ -210,86 +278,163 @@ class OTMStrategy(Strategy):
     def summary(self) -> None:
         log.info("strategy %s: %d modalities, mixer %s", self.name, self.n_modalities, self.mixer)
 
-    # ------------------------------------------------------------------ the round loop
+    # ------------------------------------------------------------------ exchanges and failures
+
+    def exchange(self, grid: Grid, messages: Iterable[Message], kind: str) -> list[Message]:
+        """Send and wait up to ``round-timeout``; a node whose reply did not come is recorded."""
+        messages = list(messages)
+        replies = list(grid.send_and_receive(messages, timeout=self.config["round-timeout"])) if messages else []
+        self.sent_to = {message.metadata.message_id: message.metadata.dst_node_id for message in messages}
+        answered = {self.reply_node(reply) for reply in replies}
+        for node in sorted(set(self.sent_to.values()) - answered):
+            self.record_failure(node, kind, f"no reply within round-timeout ({self.config['round-timeout']:g} s)")
+        return replies
+
+    def reply_node(self, reply: Message) -> int:
+        """The node a reply answers for (an error from the SuperLink itself names the message)."""
+        return self.sent_to.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
 
     def valid_replies(self, replies: Iterable[Message], kind: str) -> list[Message]:
-        """Replies without transport errors; failures are logged and recorded for the round."""
+        """Replies without errors; error replies are logged and recorded for the round."""
         valid = []
         for reply in replies:
             if reply.has_error():
-                self.record_failure(reply.metadata.src_node_id, kind, f"error {reply.error.code}: {reply.error.reason}")
+                self.record_failure(self.reply_node(reply), kind, f"error {reply.error.code}: {reply.error.reason}")
             else:
                 valid.append(reply)
         return valid
 
+    def reply_payloads(self, replies: Iterable[Message], kind: str) -> list[tuple[int, Payload]]:
+        """(node, Payload) of each valid reply; a reply with foreign records is refused."""
+        payloads = []
+        for reply in self.valid_replies(replies, kind):
+            try:
+                payloads.append((self.reply_node(reply), from_records(reply.content)))
+            except ProtocolError as error:
+                self.record_failure(self.reply_node(reply), kind, f"refused: {error}")
+        return payloads
+
+    def claim_modality(self, modality: int, node: int, taken: Mapping[int, Any], expected: int | None = None) -> None:
+        """A reply's stated modality must exist, be the one it was asked for, and not be claimed
+        by another node in the same exchange; the node then serves that modality."""
+        if modality >= self.n_modalities:
+            raise ProtocolError(f"modality {modality} does not exist ({self.n_modalities} modalities)")
+        if expected is not None and modality != expected:
+            raise ProtocolError(f"states modality {modality}, was asked for modality {expected}")
+        if modality in taken:
+            raise ProtocolError(f"modality {modality} already answered by node {self.node_of.get(modality)}")
+        self.node_of[modality] = node
+
     def record_failure(self, node: int, kind: str, reason: str) -> None:
-        log.warning("round %s: %s from node %s refused: %s", self.row.get("round"), kind, node, reason)
+        log.warning("round %s: %s from node %s failed: %s", self.row.get("round"), kind, node, reason)
         self.row["failures"].append({"node": node, "stage": kind, "reason": reason})
+        self.failure_counts[node] = self.failure_counts.get(node, 0) + 1
 
     def wait_for_nodes(self, grid: Grid) -> list[int]:
+        """All M nodes, or at least ``min-modalities`` of them after NODE_WAIT_SECONDS."""
         deadline = time.monotonic() + NODE_WAIT_SECONDS
         while True:
             node_ids = sorted(grid.get_node_ids())
             if len(node_ids) >= self.n_modalities or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        if len(node_ids) < self.n_modalities:
+        if len(node_ids) < min(self.config["min-modalities"], self.n_modalities):
             raise RuntimeError(f"only {len(node_ids)} of {self.n_modalities} modality nodes connected "
                                f"within {NODE_WAIT_SECONDS:.0f} s")
         return node_ids
 
+    # ------------------------------------------------------------------ the round loop
+
     def collect_codes(self, server_round: int, grid: Grid, node_ids: list[int]) -> None:
-        """QUERY every node; keep each valid reply's codes under the modality it states."""
-        messages = self.query_messages(server_round, grid, node_ids)
-        self.codes = {}
-        for reply in self.valid_replies(grid.send_and_receive(messages, timeout=self.config["round-timeout"]), QUERY):
-            payload = from_records(reply.content)
+        """QUERY the nodes whose codes are not held yet; keep each valid reply's codes under the
+        modality it states."""
+        for node, payload in self.reply_payloads(
+                self.exchange(grid, self.query_messages(server_round, grid, node_ids), QUERY), QUERY):
             try:
                 modality, codes = read_codes_reply(payload, self.config["latent-dim"], self.config["batch-size"])
+                self.claim_modality(modality, node, self.codes)
             except ProtocolError as error:
-                self.record_failure(reply.metadata.src_node_id, QUERY, str(error))
+                self.record_failure(node, QUERY, f"refused: {error}")
                 continue
-            self.node_of[modality] = reply.metadata.src_node_id
             self.codes[modality] = codes
-            self.row["bytes_up"][modality] = self.row["bytes_up"].get(modality, 0) + payload_bytes(payload)
 
     def start(self, grid: Grid, initial_arrays: ArrayRecord | None = None, num_rounds: int | None = None,
               timeout: float | None = None, **_: Any) -> dict[str, Any]:
         """Run every round; returns the final round's aggregated scores."""
-        num_rounds = num_rounds or self.config["rounds"]
-        node_ids = self.node_ids = self.wait_for_nodes(grid)
-        started = time.perf_counter()
-        for server_round in range(1, num_rounds + 1):
+        self.num_rounds = num_rounds or self.config["rounds"]
+        first_round, earlier_seconds = self.restore()
+        self.node_ids = self.wait_for_nodes(grid)
+        started = time.perf_counter() - earlier_seconds
+        for server_round in range(first_round, self.num_rounds + 1):
             round_start = time.perf_counter()
             self.row = {"round": server_round, "seconds": {}, "bytes_up": {}, "bytes_down": {},
                         "failures": []}
-            self.run_round(server_round, grid, node_ids)
-            if server_round % self.config["eval-every"] == 0 or server_round == num_rounds:
+            self.node_ids = sorted(grid.get_node_ids())
+            for modality, node in sorted(self.node_of.items()):
+                if node not in self.node_ids:
+                    self.record_failure(node, "connect", f"the node of modality {modality} is no longer connected")
+            self.run_round(server_round, grid)
+            if self.evaluation_due(server_round) and "eval" not in self.row:
                 eval_start = time.perf_counter()
-                replies = grid.send_and_receive(self.configure_evaluate(server_round, ArrayRecord(), ConfigRecord(), grid),
-                                                timeout=self.config["round-timeout"])
-                self.aggregate_evaluate(server_round, replies)
+                messages = self.configure_evaluate(server_round, ArrayRecord(), ConfigRecord(), grid)
+                self.aggregate_evaluate(server_round, self.exchange(grid, messages, EVALUATE))
                 self.row["seconds"]["evaluate"] = time.perf_counter() - eval_start
             self.row["seconds"]["total"] = time.perf_counter() - round_start
-            self.finish_round(server_round, num_rounds)
+            self.finish_round(server_round, self.num_rounds)
+            if self.recorder is not None:
+                self.recorder.save_checkpoint(self.checkpoint(server_round, time.perf_counter() - started))
         self.final_scores = self.row.get("eval", {})
         if self.recorder is not None:
-            self.recorder.write_summary(self.summary_record(num_rounds, time.perf_counter() - started))
+            self.recorder.write_summary(self.summary_record(self.num_rounds, time.perf_counter() - started))
+            if self.eval_codes:  # simulation only: the final fused codes, for plots
+                self.recorder.write_arrays(EVAL_CODES_FILE, labels=self.fused_labels,
+                                           **{f"codes-{m}": codes for m, codes in self.eval_codes.items()})
         return self.final_scores
 
-    def run_round(self, server_round: int, grid: Grid, node_ids: list[int]) -> None:
+    def checkpoint(self, server_round: int, wall_seconds: float) -> dict[str, Any]:
+        """What the next round needs besides the agents' own checkpoints. The server's randomness
+        is a pure function of (seed, round) (``round_seed``), so the round is its RNG state;
+        piggy-backed codes are not kept: a resumed round QUERYs them again, bit for bit."""
+        return {"round": server_round, "seed": self.config["seed"], "wall_seconds": wall_seconds,
+                "failure_counts": {str(node): count for node, count in self.failure_counts.items()}}
+
+    def restore(self) -> tuple[int, float]:
+        """(first round, seconds already spent): after the checkpoint's round with ``resume``."""
+        state = self.recorder.resume() if self.config["resume"] and self.recorder is not None else None
+        if state is None:
+            return 1, 0.0
+        if state["seed"] != self.config["seed"]:
+            raise ValueError(f"cannot resume: the checkpoint was made with seed {state['seed']}, "
+                             f"the config has seed {self.config['seed']}")
+        self.failure_counts = {int(node): count for node, count in state["failure_counts"].items()}
+        log.info("resuming after round %d", state["round"])
+        self.progress(f"resuming after round {state['round']}")
+        return state["round"] + 1, state["wall_seconds"]
+
+    def run_round(self, server_round: int, grid: Grid) -> None:
+        """Codes (piggy-backed or QUERYed), the mix, TRAIN, when at least min-modalities answered."""
         query_start = time.perf_counter()
-        self.collect_codes(server_round, grid, node_ids)
+        self.codes = {m: codes for m, codes in self.next_codes.items() if self.node_of.get(m) in self.node_ids}
+        self.next_codes = {}
+        held = {self.node_of[m] for m in self.codes}
+        self.collect_codes(server_round, grid, [node for node in self.node_ids if node not in held])
+        for modality, codes in self.codes.items():
+            self.row["bytes_up"][modality] = self.row["bytes_up"].get(modality, 0) + codes.nbytes
         self.row["seconds"]["query"] = time.perf_counter() - query_start
-        if not self.codes:
-            log.warning("round %d: no valid codes arrived; skipping training", server_round)
+        if len(self.codes) < self.config["min-modalities"]:
+            self.row["skipped"] = (f"only {len(self.codes)} of {self.n_modalities} modalities sent valid codes, "
+                                   f"fewer than min-modalities {self.config['min-modalities']}")
+            log.warning("round %d skipped: %s", server_round, self.row["skipped"])
             return
         messages = list(self.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid))
         result = self.mix_result.barycenter
         self.row["mixer"] = {"objective": result.objective, "initial_objective": result.initial_objective,
                              "modalities": sorted(self.codes)}
+        alignment = self.alignment_diagnostic(server_round)
+        if alignment is not None:
+            self.row["alignment"] = alignment
         train_start = time.perf_counter()
-        self.aggregate_train(server_round, grid.send_and_receive(messages, timeout=self.config["round-timeout"]))
+        self.aggregate_train(server_round, self.exchange(grid, messages, TRAIN))
         self.row["seconds"]["train"] = time.perf_counter() - train_start
 
     def finish_round(self, server_round: int, num_rounds: int) -> None:
@@ -317,7 +462,8 @@ class OTMStrategy(Strategy):
     def summary_record(self, rounds: int, wall_seconds: float) -> dict[str, Any]:
         final = dict(self.final_scores)
         return {"scenario": self.config["scenario"], "strategy": self.name, "rounds": rounds,
-                "seed": self.config["seed"], "wall_seconds": wall_seconds, "final": final}
+                "seed": self.config["seed"], "wall_seconds": wall_seconds, "final": final,
+                "failures_per_node": {str(node): count for node, count in sorted(self.failure_counts.items())}}
 
 
 class LocalOnlyStrategy(OTMStrategy):
@@ -325,23 +471,20 @@ class LocalOnlyStrategy(OTMStrategy):
 
     name = "local-only"
 
+    def next_seed(self, server_round: int) -> int | None:
+        return None
+
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        payload = train_request(server_round, self.config["batch-size"], self.round_seed(server_round))
+        payload = train_request(server_round, self.config["batch-size"], self.round_seed(server_round),
+                                evaluation=self.piggyback_evaluation(server_round))
+        self.trained_as = {}
         return [Message(to_records(payload), dst_node_id=node, message_type=TRAIN) for node in self.node_ids]
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
-        for reply in replies:
-            if not reply.has_error():
-                modality, _ = read_train_reply(from_records(reply.content))
-                self.node_of[modality] = reply.metadata.src_node_id
-        return super().aggregate_train(server_round, replies)
-
-    def run_round(self, server_round: int, grid: Grid, node_ids: list[int]) -> None:
+    def run_round(self, server_round: int, grid: Grid) -> None:
         train_start = time.perf_counter()
         messages = list(self.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid))
-        self.aggregate_train(server_round, grid.send_and_receive(messages, timeout=self.config["round-timeout"]))
+        self.aggregate_train(server_round, self.exchange(grid, messages, TRAIN))
         self.row["seconds"]["train"] = time.perf_counter() - train_start
 
 

@@ -172,3 +172,72 @@ def test_agent_refuses_bad_noise_levels(levels):
     payload.config["noise-levels"] = levels
     with pytest.raises(ProtocolError, match="noise-levels"):
         read_predict_request(payload)
+
+
+def good_train_reply() -> Payload:
+    from otm_fed.protocol import train_reply
+
+    scores = {"purity": 0.5, "acc": 0.4, "nmi": 0.3, "ari": 0.2}
+    return train_reply(1, {"total": 2.0}, good_codes(), scores)
+
+
+def test_piggy_backed_train_reply_round_trips():
+    from otm_fed.protocol import read_train_reply
+
+    reply = read_train_reply(from_records(to_records(good_train_reply())), D, N, next_codes=True, evaluation=True)
+    assert (reply.modality, reply.losses, reply.scores["purity"]) == (1, {"total": 2.0}, 0.5)
+    np.testing.assert_array_equal(reply.next_codes, good_codes())
+
+
+def bad_train_replies() -> dict[str, Payload]:
+    cases = {}
+    for name, change in {
+        "next codes NaN": lambda p: p.arrays[LATENT_CODES].__setitem__((0, 0), np.nan),
+        "next codes too wide": lambda p: p.arrays.__setitem__(LATENT_CODES, np.zeros((N, D + 1), np.float32)),
+        "next codes missing": lambda p: p.arrays.pop(LATENT_CODES),
+        "extra array": lambda p: p.arrays.__setitem__("labels", np.zeros((N, 1), np.float32)),
+        "loss Inf": lambda p: p.metrics.__setitem__("total", np.inf),
+        "score missing": lambda p: p.metrics.pop("eval-ari"),
+        "score out of range": lambda p: p.metrics.__setitem__("eval-nmi", 1.5),
+        "modality a string": lambda p: p.config.__setitem__("modality", "0"),
+    }.items():
+        payload = good_train_reply()
+        change(payload)
+        cases[name] = payload
+    return cases
+
+
+@pytest.mark.parametrize("kind", list(bad_train_replies()))
+def test_server_refuses_malformed_train_replies(kind):
+    from otm_fed.protocol import read_train_reply
+
+    with pytest.raises(ProtocolError):
+        read_train_reply(bad_train_replies()[kind], D, N, next_codes=True, evaluation=True)
+
+
+def test_scores_nobody_asked_for_are_refused():
+    from otm_fed.protocol import read_train_reply
+
+    with pytest.raises(ProtocolError, match="nobody asked for"):
+        read_train_reply(good_train_reply(), D, N, next_codes=True, evaluation=False)
+
+
+@pytest.mark.parametrize("config", [
+    {"round": 0, "batch-size": 4, "seed": 1},
+    {"round": 1, "batch-size": "4", "seed": 1},
+    {"round": 1, "batch-size": 4},
+    {"round": 1, "batch-size": 4, "seed": 1, "labels": "1,2"},
+    {"round": 1, "batch-size": 4, "seed": True},
+], ids=["round 0", "batch size a string", "no seed", "extra key", "seed a bool"])
+def test_agent_refuses_malformed_query_and_train_configs(config):
+    from otm_fed.protocol import read_query_request
+
+    with pytest.raises(ProtocolError):
+        read_query_request(Payload(dict(config)))
+    with pytest.raises(ProtocolError):
+        read_train_request(Payload(dict(config)), batch_rows=N, latent_dim=D)
+
+
+def test_agent_refuses_a_partial_evaluation_request():
+    with pytest.raises(ProtocolError, match="missing"):
+        read_train_request(Payload({"round": 1, "batch-size": 4, "seed": 1, "n-clusters": 3}), N, D)

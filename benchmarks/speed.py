@@ -1,0 +1,141 @@
+"""Seconds per round and peak memory of full unaligned runs on the real data sets.
+
+    python benchmarks/speed.py [--scenarios orl,movies,prokaryotic,handwritten] [--rounds 120]
+        [--engines inprocess,simulation] [--json PATH]
+
+Each run is a fresh child process; the parent samples the resident memory of the child's whole
+process tree (Ray's processes included) every 0.2 s. Per round: ``mixer`` (the server's FGW
+barycenter, mask and eq. 7 gradients), ``clients`` (time inside the ClientApp handlers: QUERY,
+TRAIN, EVALUATE, summed over agents; measured in-process, and the same computation in Flower's
+simulation) and ``overhead`` (the rest: message records, copies, transport, scheduling, the
+server's fused-eval k-means).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from otm_fed.results import read_rounds  # noqa: E402
+
+SCENARIOS = ("orl", "movies", "prokaryotic", "handwritten")
+ENGINES = ("inprocess", "simulation")
+
+
+class TimedClientApp:
+    """The project's ClientApp, timing every call."""
+
+    def __init__(self, app: Any) -> None:
+        self.app, self.seconds = app, 0.0
+
+    def __call__(self, message: Any, context: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return self.app(message, context)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of a process and all its descendants, from /proc (Linux)."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) * 1024
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(child) for child in (task / "children").read_text().split())
+        except (OSError, StopIteration):
+            continue  # the process ended while being read
+    return total
+
+
+def child(scenario: str, engine: str, rounds: int, data_dir: str, out: Path) -> None:
+    """One run in this process; writes its timings to ``out``."""
+    from clients.client_app import app
+    from otm_fed.agent import scenario_dataset
+    from otm_fed.config import resolve_config
+    from server.inprocess import run_inprocess
+    from server.simulation import run_simulation
+
+    config = resolve_config(scenario, {"rounds": str(rounds), "data-dir": data_dir})
+    n_nodes = scenario_dataset(config).n_views
+    started = time.perf_counter()
+    timed = TimedClientApp(app)
+    if engine == "inprocess":
+        run_dir = run_inprocess(config, n_nodes, out.parent / "run", client_app=timed)
+    else:
+        run_dir = run_simulation(config, n_nodes, out.parent / "run")
+    wall = time.perf_counter() - started
+    rows = read_rounds(run_dir)
+    result = {"wall_seconds": wall, "rounds": len(rows),
+              "round_seconds": float(np.mean([r["seconds"]["total"] for r in rows])),
+              "mixer_seconds": float(np.mean([r["seconds"].get("mix", 0.0) for r in rows]))}
+    if engine == "inprocess":
+        result["client_seconds"] = timed.seconds / len(rows)
+    out.write_text(json.dumps(result))
+
+
+def measure(scenario: str, engine: str, rounds: int, data_dir: str) -> dict[str, Any]:
+    """Run ``child`` in a fresh process and sample its process tree's memory (Linux /proc)."""
+    with TemporaryDirectory() as folder:
+        out = Path(folder) / "timing.json"
+        process = subprocess.Popen([sys.executable, __file__, "--child", scenario, engine, str(rounds), data_dir,
+                                    str(out)], stdout=subprocess.DEVNULL)
+        peak = 0
+        while process.poll() is None:
+            peak = max(peak, tree_rss_bytes(process.pid))
+            time.sleep(0.2)
+        if process.returncode != 0:
+            raise RuntimeError(f"{scenario} / {engine} failed with exit code {process.returncode}")
+        return {"scenario": scenario, "engine": engine, **json.loads(out.read_text()), "peak_rss_mb": peak / 2**20}
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--child":
+        scenario, engine, rounds, data_dir, out = sys.argv[2:7]
+        child(scenario, engine, int(rounds), data_dir, Path(out))
+        return 0
+    parser = argparse.ArgumentParser(description="seconds per round and peak memory on the real data sets")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--engines", default=",".join(ENGINES))
+    parser.add_argument("--rounds", type=int, default=120)
+    parser.add_argument("--data-dir", default="")
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    results = []
+    for scenario in args.scenarios.split(","):
+        client_seconds = None
+        for engine in args.engines.split(","):
+            result = measure(scenario, engine, args.rounds, args.data_dir)
+            client_seconds = result.get("client_seconds", client_seconds)
+            if client_seconds is not None:
+                result["overhead_seconds"] = result["round_seconds"] - result["mixer_seconds"] - client_seconds
+                result.setdefault("client_seconds", client_seconds)
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    print("\n| scenario | engine | rounds | wall s | s/round | mixer | client steps | overhead | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        split = [f"{r[key]:.3f}" if key in r else "-" for key in ("mixer_seconds", "client_seconds", "overhead_seconds")]
+        print(f"| {r['scenario']} | {r['engine']} | {r['rounds']} | {r['wall_seconds']:.1f} | {r['round_seconds']:.3f} | "
+              f"{' | '.join(split)} | {r['peak_rss_mb']:.0f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

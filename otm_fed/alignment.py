@@ -1,0 +1,69 @@
+"""Simulation-only alignment diagnostic: how much of the mixer's plan mass lands on true counterparts.
+
+Only a simulation knows which rows of different agents are the same sample; a deployment never
+does (agents send no sample ids). Like ``fused-eval``, this is a diagnostic of the simulation:
+the server rebuilds each agent's batch from the scenario with the agents' own batch function
+(``otm_fed.agent.batch_rows``) and the data's view orders, and scores the plans T_m.
+
+Modalities a and b meet through the barycenter: P_ab = T_a^T diag(1/mu_B) T_b (N_a x N_b,
+rows summing to 1/N_a), so row i of N_a P_ab is where sample i of modality a sends its mass in
+modality b.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Sequence
+
+import numpy as np
+
+from otm_fed.agent import batch_rows
+from otm_fed.data import view_orders
+
+
+def batch_sample_ids(n_samples: int, modalities: Sequence[int], n_views: int, aligned: bool, data_seed: int,
+                     round_number: int, batch_size: int, round_seed: int) -> list[np.ndarray]:
+    """File-order sample ids of each listed agent's batch in a round (simulation only)."""
+    orders = view_orders(n_samples, n_views, aligned, data_seed)
+    return [orders[m][batch_rows(n_samples, m, round_number, batch_size, round_seed, aligned)] for m in modalities]
+
+
+def pair_plan(plan_a: np.ndarray, plan_b: np.ndarray) -> np.ndarray:
+    """N_a T_a^T diag(1/mu_B) T_b: row i is sample i's mass over modality b's batch (sums to 1)."""
+    mu_b = plan_a.sum(1)
+    return plan_a.shape[1] * (plan_a.T @ (plan_b / mu_b[:, None]))
+
+
+def alignment_scores(transport_plans: Sequence[np.ndarray], sample_ids: Sequence[np.ndarray],
+                     labels: np.ndarray) -> dict[str, float]:
+    """Means over modality pairs (a < b) of:
+
+    * ``true_mass``: the mass a sample sends to its true counterpart (over the samples whose
+      counterpart is in the other batch); chance ``true_mass_chance`` = 1 / N_b;
+    * ``top1``: the share of those samples whose largest mass lands on their counterpart;
+    * ``class_mass``: the mass that lands on samples of the same class; chance
+      ``class_mass_chance`` = sum_c p_a(c) p_b(c).
+    """
+    if len(transport_plans) != len(sample_ids):
+        raise ValueError(f"need one id list per plan, got {len(transport_plans)} plans and {len(sample_ids)}")
+    if len(transport_plans) < 2:
+        raise ValueError("alignment needs at least two modalities")
+    scores: dict[str, list[float]] = {name: [] for name in
+                                      ("true_mass", "true_mass_chance", "top1", "class_mass", "class_mass_chance")}
+    n_classes = int(labels.max()) + 1
+    for a, b in combinations(range(len(transport_plans)), 2):
+        rows = pair_plan(transport_plans[a], transport_plans[b])
+        ids_a, ids_b = sample_ids[a], sample_ids[b]
+        position_in_b = {sample: j for j, sample in enumerate(ids_b)}
+        shared = [(i, position_in_b[sample]) for i, sample in enumerate(ids_a) if sample in position_in_b]
+        if shared:
+            i, j = np.array(shared).T
+            scores["true_mass"].append(float(rows[i, j].mean()))
+            scores["top1"].append(float((rows[i].argmax(1) == j).mean()))
+            scores["true_mass_chance"].append(1.0 / len(ids_b))
+        labels_a, labels_b = labels[ids_a], labels[ids_b]
+        scores["class_mass"].append(float((rows * (labels_a[:, None] == labels_b[None, :])).sum() / len(ids_a)))
+        share_a = np.bincount(labels_a, minlength=n_classes) / len(ids_a)
+        share_b = np.bincount(labels_b, minlength=n_classes) / len(ids_b)
+        scores["class_mass_chance"].append(float(share_a @ share_b))
+    return {name: float(np.mean(values)) for name, values in scores.items() if values}

@@ -1,0 +1,40 @@
+"""The clustering benchmark: the raw k-means anchor, one federated row, and the table."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import clustering  # noqa: E402
+
+
+def test_raw_kmeans_anchor_on_orl(data_dir):
+    row = clustering.raw_kmeans_row("orl", False, 0, str(data_dir))
+    # z-score per view, k-means n_init 10, seed 0 (the anchor measured in the issue's setting)
+    assert row["purity"] == pytest.approx(0.6975, abs=1e-4) and row["acc"] == pytest.approx(0.665, abs=1e-4)
+    assert row["purity_per_modality"][0] == row["purity_per_modality"][1]  # two identical views
+    assert row["method"] == "raw-kmeans" and 0 < row["fused_purity"] <= 1
+
+
+def test_federated_row_has_the_documented_fields(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(clustering.METHODS, "otm", {**clustering.METHODS["otm"], "batch-size": "64",
+                                                   "eval-every": "2"})
+    row = clustering.federated_row("orl", "otm", False, 1, 2, str(data_dir), tmp_path)
+    assert {"dataset", "method", "aligned", "seed", "purity", "acc", "nmi", "ari", "purity_per_modality",
+            "fused_purity"} <= set(row)
+    assert row["rounds"] == 2 and row["seed"] == 1 and row["aligned"] is False
+    assert len(row["purity_per_modality"]) == 2 and 0 < row["purity"] <= 1
+    assert {"true_mass", "top1", "class_mass"} <= set(row["alignment"])
+
+
+def test_table_reports_mean_and_std_over_seeds():
+    rows = [{"dataset": "orl", "method": "otm", "aligned": False, "seed": seed, "purity": p, "acc": 0.5,
+             "nmi": 0.4, "ari": 0.3, "purity_per_modality": [p, p], "fused_purity": 0.6, "fused_acc": 0.55}
+            for seed, p in enumerate((0.6, 0.7))]
+    table = clustering.markdown_table(rows)
+    line = table.splitlines()[-1]
+    assert line.startswith("| orl | otm | unaligned | 2 | 0.6500 ± 0.0500 | 0.5000 ± 0.0000 |")
+    assert np.isclose(float(line.split("|")[9].split(",")[0]), 0.65)

@@ -1,0 +1,60 @@
+"""Deployment helpers without starting anything: certificates chain to the CA, node keys load the
+way flower-supernode and `flwr supernode register` load them, the federation entry is kept."""
+
+import tomllib
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_ssh_private_key
+from flwr.cli.supernode.register import try_load_public_key
+
+from server.deploy import make_certificates, make_node_key, node_config_text, write_federation
+
+
+def test_server_certificate_is_signed_by_the_ca_for_the_given_hosts(tmp_path):
+    certificates = make_certificates(tmp_path, ["link.example.org", "10.0.0.5"])
+    ca = x509.load_pem_x509_certificate(certificates.ca.read_bytes())
+    server = x509.load_pem_x509_certificate(certificates.server_cert.read_bytes())
+    server.verify_directly_issued_by(ca)
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["link.example.org"]
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
+    assert certificates.server_key.stat().st_mode & 0o077 == 0  # the private key is not world-readable
+
+
+def test_node_key_pair_loads_as_flower_loads_it(tmp_path):
+    private, public = make_node_key(tmp_path, "site-0")
+    key = load_ssh_private_key(private.read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp384r1"
+    assert try_load_public_key(public)  # what `flwr supernode register` accepts
+
+
+def test_federation_entry_is_added_next_to_existing_ones(tmp_path):
+    (tmp_path / "config.toml").write_text('[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local:"\n')
+    write_federation(tmp_path, "hospitals", "link.example.org:9093", tmp_path / "ca.crt")
+    table = tomllib.loads((tmp_path / "config.toml").read_text())["superlink"]
+    assert table["default"] == "local" and table["local"] == {"address": ":local:"}
+    assert table["hospitals"] == {"address": "link.example.org:9093", "root-certificates": str(tmp_path / "ca.crt")}
+
+
+def test_node_config_is_toml_with_quoted_paths(tmp_path):
+    text = node_config_text(2, tmp_path / "site.npz", tmp_path / "state")
+    assert tomllib.loads(text.replace(" ", "\n")) == {"modality": 2, "data-path": str(tmp_path / "site.npz"),
+                                                      "state-dir": str(tmp_path / "state")}
+
+
+def test_a_site_reading_its_own_single_view_file_holds_what_the_simulation_gives_it(tmp_path):
+    import numpy as np
+
+    from otm_fed.agent import modality_data, scenario_dataset
+    from otm_fed.config import resolve_config
+
+    config = resolve_config("synthetic", {"synthetic-samples": "120"})
+    dataset = scenario_dataset(config)
+    np.savez(tmp_path / "site-1.npz", X0=dataset.views[1], y=dataset.labels)
+    np.savez(tmp_path / "all.npz", **{f"X{m}": view for m, view in enumerate(dataset.views)}, y=dataset.labels)
+    expected = modality_data(config, 1)
+    for path in (tmp_path / "site-1.npz", tmp_path / "all.npz"):
+        site = modality_data(config, 1, str(path))
+        np.testing.assert_array_equal(site.train, expected.train)
+        np.testing.assert_array_equal(site.labels, expected.labels)
