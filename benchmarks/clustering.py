@@ -38,7 +38,7 @@ from otm_fed.config import resolve_config  # noqa: E402
 from otm_fed.data import normalise_view  # noqa: E402
 from otm_fed.metrics import kmeans_scores  # noqa: E402
 from otm_fed.protocol import SCORE_NAMES  # noqa: E402
-from otm_fed.results import SUMMARY_FILE, read_rounds  # noqa: E402
+from otm_fed.results import SUMMARY_FILE, read_rounds, write_json  # noqa: E402
 
 DATASETS = ("orl", "movies", "prokaryotic", "handwritten")
 METHODS: dict[str, dict[str, str] | None] = {
@@ -137,10 +137,6 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rows, indent=1) + "\n")
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -164,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.collect:
         rows = [row_from_run(run) for run in sorted(Path(args.collect).iterdir()) if (run / SUMMARY_FILE).is_file()]
         if args.json:
-            write_rows(Path(args.json), rows)
+            write_json(args.json, rows)
         print(markdown_table(rows))
         return 0
     datasets, methods = args.datasets.split(","), args.methods.split(",")
@@ -186,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in pool.map(run_one, jobs):
             rows.append(row)
             if args.json:  # after every run, so an interrupted grid keeps what it finished
-                write_rows(Path(args.json), rows)
+                write_json(args.json, rows)
             print(f"{row['dataset']:<12} {row['method']:<14} {'aligned' if row['aligned'] else 'unaligned':<9} "
                   f"seed {row['seed']}  purity {row['purity']:.4f}  acc {row['acc']:.4f}  "
                   f"fused acc {row['fused_acc']:.4f}  {row.get('seconds', 0.0):5.1f} s", flush=True)

@@ -29,7 +29,6 @@ Without the option every method runs every repeat in every cell.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ import numpy as np
 import ot
 
 from otm_fed.mixer import barycenter_objective, fgw_barycenter, pairwise_distances, squared_distances
+from otm_fed.results import write_json
 
 ALPHA = 0.5
 OUTER_ITERATIONS = 5
@@ -185,8 +185,7 @@ def main() -> None:
     for n, exponent in in_m.items():
         print(f"ours: time ~ M^{exponent:.2f} at N = {n}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
+        write_json(args.json, rows)
         print(f"wrote {args.json}")
 
 

@@ -27,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from otm_fed.results import read_rounds  # noqa: E402
+from otm_fed.results import read_rounds, write_json  # noqa: E402
 
 SCENARIOS = ("orl", "movies", "prokaryotic", "handwritten")
 ENGINES = ("inprocess", "simulation")
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['scenario']} | {r['engine']} | {r['rounds']} | {r['wall_seconds']:.1f} | {r['round_seconds']:.3f} | "
               f"{' | '.join(split)} | {r['peak_rss_mb']:.0f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+        write_json(args.json, results)
     return 0
 
 

@@ -34,6 +34,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from otm_fed.agent import scenario_dataset  # noqa: E402
 from otm_fed.config import resolve_config  # noqa: E402
+from otm_fed.results import SUMMARY_FILE, write_json  # noqa: E402
 from otm_fed.supervised import SCORE_OF_TASK  # noqa: E402
 from server.inprocess import run_inprocess  # noqa: E402
 
@@ -60,7 +61,7 @@ def run_one(dataset: str, method: str, fold: int, workdir: Path) -> tuple[dict[s
     scenario, overrides = DATASETS[dataset]
     config = resolve_config(scenario, {**COMMON, **overrides, "strategy": method, "fold": str(fold)})
     run_dir = run_inprocess(config, scenario_dataset(config).n_views, workdir / f"{dataset}-{method}-{fold}")
-    return json.loads((run_dir / "summary.json").read_text())["final"], config["task"]
+    return json.loads((run_dir / SUMMARY_FILE).read_text())["final"], config["task"]
 
 
 def rows_of_run(dataset: str, method: str, fold: int, final: dict[str, Any], task: str) -> list[dict[str, Any]]:
@@ -193,8 +194,7 @@ def main() -> None:
         plot_noise(rows, dataset, args.plots / f"noise-{dataset}.png")
     print(f"\nwrote noise curves to {args.plots}/noise-*.png; {time.perf_counter() - started:.0f} s in all")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
+        write_json(args.json, rows)
         print(f"wrote {args.json}")
 
 

@@ -77,6 +77,14 @@ class RunRecorder:
         np.savez_compressed(self.run_dir / name, **arrays)
 
 
+def write_json(path: str | Path, value: Any) -> None:
+    """A benchmark's rows (or any JSON-ready value with numpy scalars) written atomically,
+    creating the folder; every benchmark writes its JSON through here."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, json.dumps(_plain(value), indent=1) + "\n")
+
+
 def read_rounds(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_FILE
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
