@@ -242,8 +242,15 @@ def support(plan: np.ndarray) -> SparseVertex:
 
 def structure_product(structure_b: np.ndarray, structure_m: np.ndarray,
                       sparse: SparseVertex) -> np.ndarray:
-    """A S A_m for a sparse S given as (rows, cols, values): O(nnz N_B N_m) work."""
+    """A S A_m for S given as (rows, cols, values): O(nnz N_B N_m) work through the support, or
+    two dense products, O(N_B N_m (N_B + N_m)), when S is that dense (a warm start from a plan
+    that mixed vertices with tau < 1 can be fully dense, where the support route is quartic)."""
     rows, cols, vals = sparse
+    n_b, n_m = structure_b.shape[0], structure_m.shape[0]
+    if len(vals) >= n_b + n_m:
+        dense = np.zeros((n_b, n_m))
+        dense[rows, cols] = vals
+        return structure_b @ dense @ structure_m
     return (structure_b[:, rows] * vals) @ structure_m[cols, :]
 
 
