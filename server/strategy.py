@@ -247,13 +247,14 @@ class OTMStrategy(Strategy):
         n_test = None if self.fused_labels is None else len(self.fused_labels)
         scores: dict[int, list[float]] = {}
         outputs: dict[int, np.ndarray] = {}
-        for reply in self.valid_replies(replies, EVALUATE):
+        for node, payload in self.reply_payloads(replies, EVALUATE):
             try:
                 modality, modality_scores, modality_outputs = read_predictions_reply(
-                    from_records(reply.content), task, len(levels), self.n_clusters if task == "classification" else 1,
+                    payload, task, len(levels), self.n_clusters if task == "classification" else 1,
                     self.config["fused-eval"], n_test)
+                self.claim_modality(modality, node, scores)
             except ProtocolError as error:
-                self.record_failure(reply.metadata.src_node_id, EVALUATE, str(error))
+                self.record_failure(node, EVALUATE, f"refused: {error}")
                 continue
             scores[modality] = modality_scores
             if modality_outputs is not None:
