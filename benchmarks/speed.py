@@ -3,8 +3,11 @@
     python benchmarks/speed.py [--scenarios orl,movies,prokaryotic,handwritten] [--rounds 120]
         [--engines inprocess,simulation] [--json PATH]
 
-Each run is a fresh child process; the parent samples the resident memory of the child's whole
-process tree (Ray's processes included) every 0.2 s. Per round: ``mixer`` (the server's FGW
+Each run is a fresh child process; the parent samples the memory of the child's whole process
+tree (Ray's processes included) every 0.2 s, two ways: the sum of resident set sizes (RSS, which
+counts a shared library page once per process that maps it: torch's pages in every actor) and
+the sum of proportional set sizes (PSS, /proc/PID/smaps_rollup: a shared page split between the
+processes sharing it, so the tree's physical memory). Per round: ``mixer`` (the server's FGW
 barycenter, mask and eq. 7 gradients), ``clients`` (time inside the ClientApp handlers: QUERY,
 TRAIN, EVALUATE, summed over agents; measured in-process, and the same computation in Flower's
 simulation) and ``overhead`` (the rest: message records, copies, transport, scheduling, the
@@ -47,22 +50,27 @@ class TimedClientApp:
             self.seconds += time.perf_counter() - start
 
 
-def tree_rss_bytes(pid: int) -> int:
-    """Resident memory of a process and all its descendants, from /proc (Linux)."""
-    total, pending = 0, [pid]
+def _kilobytes(text: str, field: str) -> int:
+    return int(next(line.split()[1] for line in text.splitlines() if line.startswith(field)))
+
+
+def tree_memory_bytes(pid: int) -> tuple[int, int]:
+    """(sum of RSS, sum of PSS) of a process and all its descendants, from /proc (Linux)."""
+    rss = pss = 0
+    pending = [pid]
     while pending:
         current = pending.pop()
         try:
-            status = Path(f"/proc/{current}/status").read_text()
-            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) * 1024
+            rss += _kilobytes(Path(f"/proc/{current}/status").read_text(), "VmRSS:") * 1024
+            pss += _kilobytes(Path(f"/proc/{current}/smaps_rollup").read_text(), "Pss:") * 1024
             for task in Path(f"/proc/{current}/task").iterdir():
                 pending.extend(int(child) for child in (task / "children").read_text().split())
         except (OSError, StopIteration):
             continue  # the process ended while being read
-    return total
+    return rss, pss
 
 
-def child(scenario: str, engine: str, rounds: int, data_dir: str, out: Path) -> None:
+def child(scenario: str, engine: str, rounds: int, data_dir: str, actors: int, out: Path) -> None:
     """One run in this process; writes its timings to ``out``."""
     from clients.client_app import app
     from otm_fed.agent import scenario_dataset
@@ -77,7 +85,7 @@ def child(scenario: str, engine: str, rounds: int, data_dir: str, out: Path) -> 
     if engine == "inprocess":
         run_dir = run_inprocess(config, n_nodes, out.parent / "run", client_app=timed)
     else:
-        run_dir = run_simulation(config, n_nodes, out.parent / "run")
+        run_dir = run_simulation(config, n_nodes, out.parent / "run", actors=actors or None)
     wall = time.perf_counter() - started
     rows = read_rounds(run_dir)
     result = {"wall_seconds": wall, "rounds": len(rows),
@@ -88,50 +96,54 @@ def child(scenario: str, engine: str, rounds: int, data_dir: str, out: Path) -> 
     out.write_text(json.dumps(result))
 
 
-def measure(scenario: str, engine: str, rounds: int, data_dir: str) -> dict[str, Any]:
+def measure(scenario: str, engine: str, rounds: int, data_dir: str, actors: int = 0) -> dict[str, Any]:
     """Run ``child`` in a fresh process and sample its process tree's memory (Linux /proc)."""
     with TemporaryDirectory() as folder:
         out = Path(folder) / "timing.json"
         process = subprocess.Popen([sys.executable, __file__, "--child", scenario, engine, str(rounds), data_dir,
-                                    str(out)], stdout=subprocess.DEVNULL)
-        peak = 0
+                                    str(actors), str(out)], stdout=subprocess.DEVNULL)
+        peak_rss = peak_pss = 0
         while process.poll() is None:
-            peak = max(peak, tree_rss_bytes(process.pid))
+            rss, pss = tree_memory_bytes(process.pid)
+            peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
             time.sleep(0.2)
         if process.returncode != 0:
             raise RuntimeError(f"{scenario} / {engine} failed with exit code {process.returncode}")
-        return {"scenario": scenario, "engine": engine, **json.loads(out.read_text()), "peak_rss_mb": peak / 2**20}
+        return {"scenario": scenario, "engine": engine, "actors": actors if engine == "simulation" else None,
+                **json.loads(out.read_text()), "peak_rss_mb": peak_rss / 2**20, "peak_pss_mb": peak_pss / 2**20}
 
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--child":
-        scenario, engine, rounds, data_dir, out = sys.argv[2:7]
-        child(scenario, engine, int(rounds), data_dir, Path(out))
+        scenario, engine, rounds, data_dir, actors, out = sys.argv[2:8]
+        child(scenario, engine, int(rounds), data_dir, int(actors), Path(out))
         return 0
     parser = argparse.ArgumentParser(description="seconds per round and peak memory on the real data sets")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--rounds", type=int, default=120)
     parser.add_argument("--data-dir", default="")
+    parser.add_argument("--actors", type=int, default=0, help="Ray client actors (default one per core)")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     results = []
     for scenario in args.scenarios.split(","):
         client_seconds = None
         for engine in args.engines.split(","):
-            result = measure(scenario, engine, args.rounds, args.data_dir)
+            result = measure(scenario, engine, args.rounds, args.data_dir, args.actors)
             client_seconds = result.get("client_seconds", client_seconds)
             if client_seconds is not None:
                 result["overhead_seconds"] = result["round_seconds"] - result["mixer_seconds"] - client_seconds
                 result.setdefault("client_seconds", client_seconds)
             results.append(result)
             print(json.dumps(result), flush=True)
-    print("\n| scenario | engine | rounds | wall s | s/round | mixer | client steps | overhead | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| scenario | engine | rounds | wall s | s/round | mixer | client steps | overhead | peak RSS MB (sum) | peak PSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         split = [f"{r[key]:.3f}" if key in r else "-" for key in ("mixer_seconds", "client_seconds", "overhead_seconds")]
-        print(f"| {r['scenario']} | {r['engine']} | {r['rounds']} | {r['wall_seconds']:.1f} | {r['round_seconds']:.3f} | "
-              f"{' | '.join(split)} | {r['peak_rss_mb']:.0f} |")
+        engine = f"{r['engine']} ({r['actors'] or 'one per core'} actors)" if r["engine"] == "simulation" else r["engine"]
+        print(f"| {r['scenario']} | {engine} | {r['rounds']} | {r['wall_seconds']:.1f} | {r['round_seconds']:.3f} | "
+              f"{' | '.join(split)} | {r['peak_rss_mb']:.0f} | {r['peak_pss_mb']:.0f} |")
     if args.json:
         write_json(args.json, results)
     return 0

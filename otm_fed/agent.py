@@ -140,6 +140,14 @@ def batch_rows(n_rows: int, modality: int, round_number: int, batch_size: int, s
     return np.sort(rng.choice(n_rows, size=min(batch_size, n_rows), replace=False))
 
 
+def initial_weights_seed(config: Mapping[str, Any], modality: int, input_dim: int) -> int:
+    """The torch seed of agent m's initial weights: its own stream, or with ``shared-init`` one
+    stream per input width, so agents whose views have the same width start from identical
+    encoders (one coordinate system for their codes, as a server-broadcast initial model gives)."""
+    stream = [config["seed"], 1, input_dim] if config["shared-init"] else [config["seed"], modality]
+    return int(np.random.default_rng(stream).integers(2**31))
+
+
 class ModalityAgent:
     """Agent m's local steps: encode a batch (QUERY), train on the mix (TRAIN), score (EVALUATE)."""
 
@@ -149,7 +157,7 @@ class ModalityAgent:
         self.config = config
         self.weights = LossWeights(config["beta"], config["eta"], config["mmd-weight"], config["decode-mix"])
         with torch.random.fork_rng():
-            torch.manual_seed(int(np.random.default_rng([config["seed"], modality]).integers(2**31)))
+            torch.manual_seed(initial_weights_seed(config, modality, data.train.shape[1]))
             self.model = WAE(data.train.shape[1], config["latent-dim"], config["hidden-dim"])
             n_outputs = data.n_classes if config["task"] == "classification" else 1
             self.predictor = None if config["task"] == "clustering" else Predictor(

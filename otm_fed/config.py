@@ -60,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "supervised-weight": 1.0,
     "loss": "ce",
     "noise-levels": "0.0",
+    "shared-init": False,
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
