@@ -11,8 +11,9 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from collections.abc import Iterable
-from typing import Any, Callable, Mapping
+from collections.abc import Iterable, Iterator
+from operator import attrgetter, itemgetter
+from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -30,6 +31,7 @@ from otm_fed.protocol import (
     TRAIN,
     Payload,
     ProtocolError,
+    TrainReply,
     evaluate_request,
     predict_request,
     query_request,
@@ -44,6 +46,7 @@ from otm_fed.results import EVAL_CODES_FILE, RunRecorder
 from server.records import from_records, payload_bytes, to_records
 
 log = logging.getLogger("otm_fed.server")
+Reply = TypeVar("Reply")
 
 NODE_WAIT_SECONDS = 120.0
 
@@ -177,15 +180,13 @@ class OTMStrategy(Strategy):
         scores: dict[int, dict[str, float]] = {}
         eval_codes: dict[int, np.ndarray] = {}
         evaluation = self.piggyback_evaluation(server_round) is not None
-        for node, payload in self.reply_payloads(replies, TRAIN):
-            try:
-                reply = read_train_reply(payload, self.config["latent-dim"], self.config["batch-size"],
-                                         self.next_seed(server_round) is not None, evaluation,
-                                         self.config["fused-eval"])
-                self.claim_modality(reply.modality, node, losses, self.trained_as.get(node))
-            except ProtocolError as error:
-                self.record_failure(node, TRAIN, f"refused: {error}")
-                continue
+        piggybacked = self.next_seed(server_round) is not None
+
+        def read(payload: Payload) -> TrainReply:
+            return read_train_reply(payload, self.config["latent-dim"], self.config["batch-size"], piggybacked,
+                                    evaluation, self.config["fused-eval"])
+
+        for reply in self.accepted_replies(replies, TRAIN, read, losses, attrgetter("modality"), self.trained_as):
             losses[reply.modality] = reply.losses
             if reply.next_codes is not None:
                 self.next_codes[reply.modality] = reply.next_codes
@@ -210,14 +211,10 @@ class OTMStrategy(Strategy):
             return self.aggregate_predictions(replies)
         scores: dict[int, dict[str, float]] = {}
         eval_codes: dict[int, np.ndarray] = {}
-        for node, payload in self.reply_payloads(replies, EVALUATE):
-            try:
-                modality, modality_scores, codes = read_evaluate_reply(payload, self.config["latent-dim"],
-                                                                       self.config["fused-eval"])
-                self.claim_modality(modality, node, scores)
-            except ProtocolError as error:
-                self.record_failure(node, EVALUATE, f"refused: {error}")
-                continue
+        def read(payload: Payload) -> tuple[int, dict[str, float], np.ndarray | None]:
+            return read_evaluate_reply(payload, self.config["latent-dim"], self.config["fused-eval"])
+
+        for modality, modality_scores, codes in self.accepted_replies(replies, EVALUATE, read, scores):
             scores[modality] = modality_scores
             if codes is not None:
                 eval_codes[modality] = codes
@@ -247,15 +244,11 @@ class OTMStrategy(Strategy):
         n_test = None if self.fused_labels is None else len(self.fused_labels)
         scores: dict[int, list[float]] = {}
         outputs: dict[int, np.ndarray] = {}
-        for node, payload in self.reply_payloads(replies, EVALUATE):
-            try:
-                modality, modality_scores, modality_outputs = read_predictions_reply(
-                    payload, task, len(levels), self.n_clusters if task == "classification" else 1,
-                    self.config["fused-eval"], n_test)
-                self.claim_modality(modality, node, scores)
-            except ProtocolError as error:
-                self.record_failure(node, EVALUATE, f"refused: {error}")
-                continue
+        def read(payload: Payload) -> tuple[int, list[float], np.ndarray | None]:
+            return read_predictions_reply(payload, task, len(levels), self.n_clusters if task == "classification" else 1,
+                                          self.config["fused-eval"], n_test)
+
+        for modality, modality_scores, modality_outputs in self.accepted_replies(replies, EVALUATE, read, scores):
             scores[modality] = modality_scores
             if modality_outputs is not None:
                 outputs[modality] = modality_outputs
@@ -315,6 +308,21 @@ class OTMStrategy(Strategy):
                 self.record_failure(self.reply_node(reply), kind, f"refused: {error}")
         return payloads
 
+    def accepted_replies(self, replies: Iterable[Message], kind: str, read: Callable[[Payload], Reply],
+                         taken: Mapping[int, Any], modality_of: Callable[[Reply], int] = itemgetter(0),
+                         expected: Mapping[int, int] | None = None) -> Iterator[Reply]:
+        """``read(payload)`` of each valid reply whose stated modality ``claim_modality`` accepts
+        (``taken``: the modalities answered so far, which the caller fills as it goes; ``expected``:
+        node -> the modality it was asked for); every other reply is recorded as refused."""
+        for node, payload in self.reply_payloads(replies, kind):
+            try:
+                reply = read(payload)
+                self.claim_modality(modality_of(reply), node, taken, (expected or {}).get(node))
+            except ProtocolError as error:
+                self.record_failure(node, kind, f"refused: {error}")
+                continue
+            yield reply
+
     def claim_modality(self, modality: int, node: int, taken: Mapping[int, Any], expected: int | None = None) -> None:
         """A reply's stated modality must exist, be the one it was asked for, and not be claimed
         by another node in the same exchange; the node then serves that modality."""
@@ -349,14 +357,11 @@ class OTMStrategy(Strategy):
     def collect_codes(self, server_round: int, grid: Grid, node_ids: list[int]) -> None:
         """QUERY the nodes whose codes are not held yet; keep each valid reply's codes under the
         modality it states."""
-        for node, payload in self.reply_payloads(
-                self.exchange(grid, self.query_messages(server_round, grid, node_ids), QUERY), QUERY):
-            try:
-                modality, codes = read_codes_reply(payload, self.config["latent-dim"], self.config["batch-size"])
-                self.claim_modality(modality, node, self.codes)
-            except ProtocolError as error:
-                self.record_failure(node, QUERY, f"refused: {error}")
-                continue
+        def read(payload: Payload) -> tuple[int, np.ndarray]:
+            return read_codes_reply(payload, self.config["latent-dim"], self.config["batch-size"])
+
+        replies = self.exchange(grid, self.query_messages(server_round, grid, node_ids), QUERY)
+        for modality, codes in self.accepted_replies(replies, QUERY, read, self.codes):
             self.codes[modality] = codes
 
     def start(self, grid: Grid, initial_arrays: ArrayRecord | None = None, num_rounds: int | None = None,

@@ -1,6 +1,7 @@
 """A modality agent's local steps, and its state surviving a fresh process exactly."""
 
 import numpy as np
+import torch
 import pytest
 
 from otm_fed.agent import ModalityAgent, modality_data
@@ -72,3 +73,14 @@ def test_evaluate_scores_own_codes_against_local_labels(config):
     scores, codes = agent.evaluate(n_clusters=6, kmeans_init=3, seed=0)
     assert codes.shape == (120, config["latent-dim"])
     assert 1 / 6 < scores["purity"] <= 1.0 and set(scores) == {"purity", "acc", "nmi", "ari"}
+
+
+def test_shared_init_starts_equal_widths_from_one_encoder(config):
+    """With ``shared-init`` the initial weights depend on the view width, not the modality: equal
+    widths give identical encoders, other widths (and the default) give different ones."""
+    shared = {**config, "shared-init": True, "synthetic-dims": "40,40,20"}
+    weights = [ModalityAgent(m, modality_data(shared, m), shared).model.encoder[2].weight for m in range(3)]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0][:, :20], weights[2][:, :20])
+    own = {**shared, "shared-init": False}
+    first, second = (ModalityAgent(m, modality_data(own, m), own).model.encoder[2].weight for m in (0, 1))
+    assert not torch.equal(first, second)

@@ -38,3 +38,19 @@ def test_table_reports_mean_and_std_over_seeds():
     line = table.splitlines()[-1]
     assert line.startswith("| orl | otm | unaligned | 2 | 0.6500 ± 0.0500 | 0.5000 ± 0.0000 |")
     assert np.isclose(float(line.split("|")[9].split(",")[0]), 0.65)
+
+
+def test_speed_memory_counts_shared_pages_once_in_pss():
+    import os
+    import subprocess
+
+    import speed
+
+    child = subprocess.Popen([sys.executable, "-c", "import numpy, time; time.sleep(5)"])
+    try:
+        rss, pss = speed.tree_memory_bytes(os.getpid())
+        alone_rss, alone_pss = speed.tree_memory_bytes(child.pid)
+    finally:
+        child.kill()
+    # the tree includes the child; PSS splits numpy's and Python's shared pages, RSS does not
+    assert rss > alone_rss > 0 and pss > alone_pss > 0 and pss < rss

@@ -151,3 +151,21 @@ def test_inprocess_engine_gives_the_same_numbers_as_flower_simulation(synthetic_
         for modality, losses in flower_row["losses"].items():
             assert inprocess_row["losses"][modality] == pytest.approx(losses, rel=1e-5)
         assert inprocess_row["mixer"]["objective"] == pytest.approx(flower_row["mixer"]["objective"], rel=1e-9)
+
+
+def test_ray_actors_share_the_cores():
+    from server.simulation import backend_config
+
+    assert backend_config(2)["client_resources"]["num_cpus"] == 1  # two actors on two cores
+    assert backend_config(2, actors=1)["client_resources"]["num_cpus"] == 2  # one actor
+    with pytest.raises(ValueError, match="actors"):
+        backend_config(2, actors=3)
+
+
+def test_cli_refuses_more_actors_than_cores(capsys):
+    import os
+
+    from server.cli import main
+
+    assert main(["simulate", "--actors", str((os.cpu_count() or 1) + 1)]) == 2
+    assert "--actors must be between 1 and" in capsys.readouterr().err
