@@ -138,6 +138,58 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 
+def paired_difference(rows: list[dict[str, Any]], dataset: str, score: str, method: str,
+                      baseline: str) -> tuple[float, float, int] | None:
+    """Mean and standard error over seeds of ``method - baseline`` (unaligned, same seed)."""
+    by_seed = {(r["method"], r["seed"]): r[score] for r in rows
+               if r["dataset"] == dataset and not r["aligned"] and r["method"] in (method, baseline)}
+    differences = [by_seed[(method, seed)] - by_seed[(baseline, seed)]
+                   for (name, seed) in by_seed if name == method and (baseline, seed) in by_seed]
+    if not differences:
+        return None
+    error = float(np.std(differences, ddof=1) / np.sqrt(len(differences))) if len(differences) > 1 else float("nan")
+    return float(np.mean(differences)), error, len(differences)
+
+
+def goals_table(rows: list[dict[str, Any]], method: str = "otm") -> str:
+    """The issue's goals, unaligned: ACC against the paper's number, purity and ACC against raw
+    k-means (the anchor under the scenario's normalisation), and the paired difference to
+    local-only per seed (mean ± standard error; "clearly above" = more than two standard errors)."""
+    lines = [f"| dataset | {method} ACC | paper | raw k-means purity / ACC | {method} purity / ACC | "
+             f"{method} - local-only ACC (paired) | fused ACC: {method} / local-only / raw |",
+             "|---|---|---|---|---|---|---|"]
+
+    def mean(name: str, score: str, dataset: str) -> float | None:
+        values = [r[score] for r in rows if r["dataset"] == dataset and r["method"] == name and not r["aligned"]]
+        return float(np.mean(values)) if values else None
+
+    for dataset in DATASETS:
+        acc = [r["acc"] for r in rows if r["dataset"] == dataset and r["method"] == method and not r["aligned"]]
+        if not acc:
+            continue
+        paper = PAPER_UNALIGNED.get(dataset)
+        raw = (mean("raw-kmeans", "purity", dataset), mean("raw-kmeans", "acc", dataset))
+        own = (mean(method, "purity", dataset), mean(method, "acc", dataset))
+        difference = paired_difference(rows, dataset, "acc", method, "local-only")
+
+        def verdict(ok: bool) -> str:
+            return "above" if ok else "below"
+
+        cells = [dataset, mean_std(acc),
+                 "-" if paper is None else f"{paper:.4f} ({verdict(np.mean(acc) >= paper)})",
+                 "-" if raw[0] is None else f"{raw[0]:.4f} / {raw[1]:.4f}",
+                 f"{own[0]:.4f} / {own[1]:.4f}" + ("" if raw[0] is None else
+                                                   f" ({verdict(own[0] > raw[0])} / {verdict(own[1] > raw[1])})"),
+                 "-" if difference is None else
+                 f"{difference[0]:+.4f} ± {difference[1]:.4f} ({difference[2]} seeds"
+                 f"{', clearly above' if difference[0] > 2 * difference[1] else ''})",
+                 " / ".join("-" if value is None else f"{value:.4f}"
+                            for value in (mean(method, "fused_acc", dataset), mean("local-only", "fused_acc", dataset),
+                                          mean("raw-kmeans", "fused_acc", dataset)))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help=f"one seed, {QUICK_ROUNDS} rounds")
@@ -150,12 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default="")
     parser.add_argument("--runs-dir", help="where run folders go (default runs/clustering-TIME)")
     parser.add_argument("--json", help="write the rows here")
-    parser.add_argument("--table", metavar="JSON", help="only print the table of rows written earlier")
+    parser.add_argument("--table", metavar="JSON[,JSON...]",
+                        help="only print the tables (rows and goals) of rows written earlier")
     parser.add_argument("--collect", metavar="RUNS_DIR",
                         help="only gather the rows of the finished runs in RUNS_DIR (an interrupted grid)")
     args = parser.parse_args(argv)
     if args.table:
-        print(markdown_table(json.loads(Path(args.table).read_text())))
+        rows = [row for path in args.table.split(",") for row in json.loads(Path(path).read_text())]
+        print(markdown_table(rows) + "\n\n" + goals_table(rows))
         return 0
     if args.collect:
         rows = [row_from_run(run) for run in sorted(Path(args.collect).iterdir()) if (run / SUMMARY_FILE).is_file()]
@@ -188,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"fused acc {row['fused_acc']:.4f}  {row.get('seconds', 0.0):5.1f} s", flush=True)
     print(f"\n{len(rows)} runs in {time.perf_counter() - started:.0f} s; final round of "
           f"{'each scenario file' if rounds is None else rounds} rounds\n")
-    print(markdown_table(rows))
+    print(markdown_table(rows) + "\n\n" + goals_table(rows))
     if args.json:
         print(f"\nwrote {args.json}")
     return 0

@@ -4,7 +4,7 @@
         [--engines inprocess,simulation] [--json PATH]
 
 Each run is a fresh child process; the parent samples the memory of the child's whole process
-tree (Ray's processes included) every 0.2 s, two ways: the sum of resident set sizes (RSS, which
+tree (Ray's processes included) every 0.5 s, two ways: the sum of resident set sizes (RSS, which
 counts a shared library page once per process that maps it: torch's pages in every actor) and
 the sum of proportional set sizes (PSS, /proc/PID/smaps_rollup: a shared page split between the
 processes sharing it, so the tree's physical memory). Per round: ``mixer`` (the server's FGW
@@ -106,7 +106,7 @@ def measure(scenario: str, engine: str, rounds: int, data_dir: str, actors: int 
         while process.poll() is None:
             rss, pss = tree_memory_bytes(process.pid)
             peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
-            time.sleep(0.2)
+            time.sleep(0.5)
         if process.returncode != 0:
             raise RuntimeError(f"{scenario} / {engine} failed with exit code {process.returncode}")
         return {"scenario": scenario, "engine": engine, "actors": actors if engine == "simulation" else None,

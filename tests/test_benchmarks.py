@@ -54,3 +54,17 @@ def test_speed_memory_counts_shared_pages_once_in_pss():
         child.kill()
     # the tree includes the child; PSS splits numpy's and Python's shared pages, RSS does not
     assert rss > alone_rss > 0 and pss > alone_pss > 0 and pss < rss
+
+
+def test_goals_table_pairs_seeds_and_judges_against_the_anchors():
+    def row(method, seed, acc, purity=0.7):
+        return {"dataset": "orl", "method": method, "aligned": False, "seed": seed, "purity": purity, "acc": acc,
+                "fused_acc": acc}
+    rows = [row("raw-kmeans", 0, 0.60, 0.66), row("raw-kmeans", 1, 0.62, 0.66),
+            row("local-only", 0, 0.60), row("local-only", 1, 0.64),
+            row("otm", 0, 0.65), row("otm", 1, 0.68)]
+    mean, error, n = clustering.paired_difference(rows, "orl", "acc", "otm", "local-only")
+    assert n == 2 and mean == pytest.approx(0.045) and error == pytest.approx(0.005)
+    line = clustering.goals_table(rows).splitlines()[-1]
+    assert "0.6650 ± 0.0150 | 0.6550 (above)" in line  # mean ACC against the paper's 0.6550
+    assert "0.7000 / 0.6650 (above / above)" in line and "+0.0450 ± 0.0050 (2 seeds, clearly above)" in line
