@@ -187,7 +187,7 @@ def goals_table(rows: list[dict[str, Any]], method: str = "otm") -> str:
                             for value in (mean(method, "fused_acc", dataset), mean("local-only", "fused_acc", dataset),
                                           mean("raw-kmeans", "fused_acc", dataset)))]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.table:
         rows = [row for path in args.table.split(",") for row in json.loads(Path(path).read_text())]
-        print(markdown_table(rows) + "\n\n" + goals_table(rows))
+        print("\n\n".join(filter(None, (markdown_table(rows), goals_table(rows)))))
         return 0
     if args.collect:
         rows = [row_from_run(run) for run in sorted(Path(args.collect).iterdir()) if (run / SUMMARY_FILE).is_file()]
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"fused acc {row['fused_acc']:.4f}  {row.get('seconds', 0.0):5.1f} s", flush=True)
     print(f"\n{len(rows)} runs in {time.perf_counter() - started:.0f} s; final round of "
           f"{'each scenario file' if rounds is None else rounds} rounds\n")
-    print(markdown_table(rows) + "\n\n" + goals_table(rows))
+    print("\n\n".join(filter(None, (markdown_table(rows), goals_table(rows)))))
     if args.json:
         print(f"\nwrote {args.json}")
     return 0

@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         split = [f"{r[key]:.3f}" if key in r else "-" for key in ("mixer_seconds", "client_seconds", "overhead_seconds")]
-        engine = f"{r['engine']} ({r['actors'] or 'one per core'} actors)" if r["engine"] == "simulation" else r["engine"]
+        engine = r["engine"] if r["engine"] != "simulation" else (
+            f"simulation, {r['actors']} actor(s)" if r["actors"] else "simulation, an actor per core")
         print(f"| {r['scenario']} | {engine} | {r['rounds']} | {r['wall_seconds']:.1f} | {r['round_seconds']:.3f} | "
               f"{' | '.join(split)} | {r['peak_rss_mb']:.0f} | {r['peak_pss_mb']:.0f} |")
     if args.json:
