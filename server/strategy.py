@@ -211,6 +211,7 @@ class OTMStrategy(Strategy):
             return self.aggregate_predictions(replies)
         scores: dict[int, dict[str, float]] = {}
         eval_codes: dict[int, np.ndarray] = {}
+
         def read(payload: Payload) -> tuple[int, dict[str, float], np.ndarray | None]:
             return read_evaluate_reply(payload, self.config["latent-dim"], self.config["fused-eval"])
 
@@ -244,6 +245,7 @@ class OTMStrategy(Strategy):
         n_test = None if self.fused_labels is None else len(self.fused_labels)
         scores: dict[int, list[float]] = {}
         outputs: dict[int, np.ndarray] = {}
+
         def read(payload: Payload) -> tuple[int, list[float], np.ndarray | None]:
             return read_predictions_reply(payload, task, len(levels), self.n_clusters if task == "classification" else 1,
                                           self.config["fused-eval"], n_test)
