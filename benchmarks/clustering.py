@@ -151,6 +151,10 @@ def paired_difference(rows: list[dict[str, Any]], dataset: str, score: str, meth
     return float(np.mean(differences)), error, len(differences)
 
 
+def verdict(above: bool) -> str:
+    return "above" if above else "below"
+
+
 def goals_table(rows: list[dict[str, Any]], method: str = "otm") -> str:
     """The issue's goals, unaligned: ACC against the paper's number, purity and ACC against raw
     k-means (the anchor under the scenario's normalisation), and the paired difference to
@@ -171,10 +175,6 @@ def goals_table(rows: list[dict[str, Any]], method: str = "otm") -> str:
         raw = (mean("raw-kmeans", "purity", dataset), mean("raw-kmeans", "acc", dataset))
         own = (mean(method, "purity", dataset), mean(method, "acc", dataset))
         difference = paired_difference(rows, dataset, "acc", method, "local-only")
-
-        def verdict(ok: bool) -> str:
-            return "above" if ok else "below"
-
         cells = [dataset, mean_std(acc),
                  "-" if paper is None else f"{paper:.4f} ({verdict(np.mean(acc) >= paper)})",
                  "-" if raw[0] is None else f"{raw[0]:.4f} / {raw[1]:.4f}",

@@ -53,9 +53,6 @@ def print_final_table(summary: dict) -> None:
 
 
 def simulate(args: argparse.Namespace) -> int:
-    if args.actors is not None and not 1 <= args.actors <= (os.cpu_count() or 1):
-        print(f"otm-fed: --actors must be between 1 and the {os.cpu_count()} cores, got {args.actors}", file=sys.stderr)
-        return 2
     overrides = parse_assignments(args.set)
     for key, value in (("rounds", args.rounds), ("seed", args.seed)):
         if value is not None:
@@ -75,8 +72,13 @@ def simulate(args: argparse.Namespace) -> int:
 
         run_dir = run_inprocess(config, n_modalities, run_dir)
     else:
-        from server.simulation import run_simulation
+        from server.simulation import backend_config, run_simulation
 
+        try:
+            backend_config(actors=args.actors)  # the one check of --actors, before anything starts
+        except ValueError as error:
+            print(f"otm-fed: --{error}", file=sys.stderr)
+            return 2
         run_dir = run_simulation(config, n_modalities, run_dir, actors=args.actors)
     summary_path = run_dir / SUMMARY_FILE
     if not summary_path.is_file():
