@@ -33,12 +33,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from otm_fed.agent import scenario_dataset, view_normalisation  # noqa: E402
 from otm_fed.config import resolve_config  # noqa: E402
 from otm_fed.data import normalise_view  # noqa: E402
 from otm_fed.metrics import kmeans_scores  # noqa: E402
 from otm_fed.protocol import SCORE_NAMES  # noqa: E402
 from otm_fed.results import SUMMARY_FILE, read_rounds, write_json  # noqa: E402
+from otm_fed.scenario import scenario_dataset, view_normalisation  # noqa: E402
 
 DATASETS = ("orl", "movies", "prokaryotic", "handwritten")
 METHODS: dict[str, dict[str, str] | None] = {

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from otm_fed.agent import scenario_dataset
 from otm_fed.config import resolve_config
+from otm_fed.scenario import scenario_dataset
 from server.inprocess import run_inprocess
 
 

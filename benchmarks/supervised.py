@@ -32,9 +32,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from otm_fed.agent import scenario_dataset  # noqa: E402
 from otm_fed.config import resolve_config  # noqa: E402
 from otm_fed.results import SUMMARY_FILE, write_json  # noqa: E402
+from otm_fed.scenario import scenario_dataset  # noqa: E402
 from otm_fed.supervised import SCORE_OF_TASK  # noqa: E402
 from server.inprocess import run_inprocess  # noqa: E402
 

@@ -16,7 +16,7 @@ import torch
 from flwr.app import Context, Error, Message
 from flwr.clientapp import ClientApp
 
-from otm_fed.agent import ModalityAgent, latest_checkpoint, modality_data, save_checkpoint
+from otm_fed.agent import ModalityAgent, latest_checkpoint, save_checkpoint
 from otm_fed.config import config_from_run_config
 from otm_fed.protocol import (
     EVAL_CODES,
@@ -31,6 +31,7 @@ from otm_fed.protocol import (
     read_train_request,
     train_reply,
 )
+from otm_fed.scenario import modality_data
 from server.records import array_record, from_records, numpy_arrays, to_records
 
 app = ClientApp()

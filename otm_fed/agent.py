@@ -7,115 +7,24 @@ rebuild the agent exactly (Flower's deployment engine does that).
 
 from __future__ import annotations
 
-import functools
 import itertools
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 
-from otm_fed.data import MultiViewDataset, load_dataset, load_multiview, make_synthetic, normalise_view, view_orders
 from otm_fed.losses import LossWeights, local_loss, supervised_terms
 from otm_fed.metrics import kmeans_scores
 from otm_fed.mixer import project_to_modality
 from otm_fed.models import WAE, Predictor
 from otm_fed.protocol import TrainInstruction
-from otm_fed.supervised import fold_indices, noisy_copies, regression_target, score
+from otm_fed.scenario import ModalityData, batch_rows
+from otm_fed.supervised import noisy_copies, score
 
 BATCH_INDICES, BATCH_ROUND = "batch-indices", "batch-round"
-
-
-@functools.lru_cache(maxsize=4)
-def dataset_for(dataset: str, data_dir: str, synthetic_samples: int, synthetic_clusters: int,
-                synthetic_dims: str, synthetic_weak_view: int, seed: int) -> MultiViewDataset:
-    """The scenario's dataset (cached per process: every message would otherwise reload it)."""
-    if dataset == "synthetic":
-        dims = tuple(int(d) for d in synthetic_dims.split(","))
-        return make_synthetic(synthetic_samples, synthetic_clusters, dims, weak_view=synthetic_weak_view,
-                              seed=seed)
-    return load_dataset(dataset, data_dir or None)
-
-
-def scenario_dataset(config: Mapping[str, Any]) -> MultiViewDataset:
-    return dataset_for(config["dataset"], config["data-dir"], config["synthetic-samples"],
-                       config["synthetic-clusters"], config["synthetic-dims"],
-                       config["synthetic-weak-view"], config["seed"])
-
-
-@functools.lru_cache(maxsize=4)
-def regression_targets_for(synthetic_samples: int, synthetic_clusters: int, synthetic_dims: str,
-                           synthetic_weak_view: int, seed: int) -> np.ndarray:
-    """The synthetic scenario's continuous target, a function of its hidden factors."""
-    dims = tuple(int(d) for d in synthetic_dims.split(","))
-    _, hidden = make_synthetic(synthetic_samples, synthetic_clusters, dims, weak_view=synthetic_weak_view,
-                               seed=seed, return_hidden=True)
-    return regression_target(hidden, seed)
-
-
-def scenario_targets(config: Mapping[str, Any]) -> np.ndarray:
-    """Every sample's supervised target in file order: its class, or (regression) y(h)."""
-    if config["task"] == "regression":
-        return regression_targets_for(config["synthetic-samples"], config["synthetic-clusters"],
-                                      config["synthetic-dims"], config["synthetic-weak-view"], config["seed"])
-    return scenario_dataset(config).labels
-
-
-def fold_test_targets(config: Mapping[str, Any]) -> np.ndarray:
-    """The targets of the configured fold's test rows, in file order (aligned across modalities);
-    the server reads them only in simulation, to score late fusion."""
-    test = fold_indices(scenario_dataset(config).labels, config["n-folds"], config["fold"], config["seed"])[1]
-    return scenario_targets(config)[test]
-
-
-def view_normalisation(config: Mapping[str, Any], modality: int) -> str:
-    """``normalisation`` is one method for all views or a comma list, one per view."""
-    methods = config["normalisation"].split(",")
-    return methods[modality] if len(methods) > 1 else methods[0]
-
-
-@dataclass
-class ModalityData:
-    """What agent m holds: training rows in its own order, and a labelled evaluation set; in
-    supervised mode also the training targets (same order) and the test fold's targets."""
-
-    train: np.ndarray
-    evaluation: np.ndarray
-    labels: np.ndarray  # local evaluation labels; they never leave the agent
-    n_classes: int
-    train_targets: np.ndarray | None = None
-    evaluation_targets: np.ndarray | None = None
-
-
-@functools.lru_cache(maxsize=2)
-def site_dataset(data_path: str) -> MultiViewDataset:
-    """A deployed site's own file (cached per process)."""
-    return load_multiview(data_path)
-
-
-def modality_data(config: Mapping[str, Any], modality: int, data_path: str = "") -> ModalityData:
-    """View m of the scenario's dataset, normalised with its own statistics only, training rows
-    permuted independently of every other view unless the scenario is aligned. Supervised:
-    training rows are the fold's training rows (so permuted), evaluation rows its test fold in
-    file order.
-
-    In deployment a site reads its own file ``data_path`` instead: a single-view file is its
-    modality's view; a multi-view file is read at view ``modality``."""
-    dataset = site_dataset(data_path) if data_path else scenario_dataset(config)
-    view_index = 0 if data_path and dataset.n_views == 1 else modality
-    if not 0 <= view_index < dataset.n_views:
-        raise ValueError(f"modality {modality} does not exist: {dataset.name} has {dataset.n_views} views")
-    view = normalise_view(dataset.views[view_index], view_normalisation(config, modality))
-    if config["task"] == "clustering":
-        order = view_orders(dataset.n_samples, modality + 1, config["aligned"], config["seed"])[modality]
-        return ModalityData(view[order], view, dataset.labels, dataset.n_classes)
-    train, test = fold_indices(dataset.labels, config["n-folds"], config["fold"], config["seed"])
-    order = train[view_orders(len(train), modality + 1, config["aligned"], config["seed"])[modality]]
-    targets = scenario_targets(config) if config["task"] == "regression" else dataset.labels
-    return ModalityData(view[order], view[test], dataset.labels[test], dataset.n_classes, targets[order], targets[test])
 
 
 def privatise_codes(codes: np.ndarray, clip: float, noise_multiplier: float, rng: np.random.Generator) -> np.ndarray:
@@ -128,16 +37,6 @@ def privatise_codes(codes: np.ndarray, clip: float, noise_multiplier: float, rng
     clipped = codes * np.minimum(1.0, clip / np.maximum(norms, 1e-12))
     noise = rng.standard_normal(codes.shape) * (noise_multiplier * clip)
     return (clipped + noise).astype(np.float32)
-
-
-def batch_rows(n_rows: int, modality: int, round_number: int, batch_size: int, seed: int,
-               aligned: bool = False) -> np.ndarray:
-    """Agent m's batch for a round: sorted rows of its own training order, drawn from its own
-    seeded stream; in an aligned scenario every agent draws from one shared stream, so a batch
-    holds the same samples, in the same order, in every modality. The one definition of a batch
-    (the simulation-only alignment diagnostic reconstructs batches with it)."""
-    rng = np.random.default_rng([seed, round_number] if aligned else [seed, modality, round_number])
-    return np.sort(rng.choice(n_rows, size=min(batch_size, n_rows), replace=False))
 
 
 def initial_weights_seed(config: Mapping[str, Any], modality: int, input_dim: int) -> int:

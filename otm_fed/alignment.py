@@ -3,7 +3,7 @@
 Only a simulation knows which rows of different agents are the same sample; a deployment never
 does (agents send no sample ids). Like ``fused-eval``, this is a diagnostic of the simulation:
 the server rebuilds each agent's batch from the scenario with the agents' own batch function
-(``otm_fed.agent.batch_rows``) and the data's view orders, and scores the plans T_m.
+(``otm_fed.scenario.batch_rows``) and the data's view orders, and scores the plans T_m.
 
 Modalities a and b meet through the barycenter: P_ab = T_a^T diag(1/mu_B) T_b (N_a x N_b,
 rows summing to 1/N_a), so row i of N_a P_ab is where sample i of modality a sends its mass in
@@ -17,8 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from otm_fed.agent import batch_rows
 from otm_fed.data import view_orders
+from otm_fed.scenario import batch_rows
 
 
 def batch_sample_ids(n_samples: int, modalities: Sequence[int], n_views: int, aligned: bool, data_seed: int,

@@ -61,7 +61,7 @@ def simulate(args: argparse.Namespace) -> int:
         overrides["resume"] = "true"
         args.scenario, args.out = str(Path(args.resume) / CONFIG_FILE), args.resume
     config = resolve_config(args.scenario, overrides)
-    from otm_fed.agent import scenario_dataset
+    from otm_fed.scenario import scenario_dataset
 
     n_modalities = config["num-modalities"] or scenario_dataset(config).n_views
     run_dir = Path(args.out) if args.out else Path("runs") / f"{config['scenario']}-{config['strategy']}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -10,9 +10,9 @@ from typing import Any, Mapping
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from otm_fed.agent import fold_test_targets, scenario_dataset
 from otm_fed.config import config_from_run_config
 from otm_fed.results import RunRecorder
+from otm_fed.scenario import fold_test_targets, scenario_dataset
 from server.strategy import OTMStrategy, strategy_class
 
 app = ServerApp()

@@ -21,7 +21,6 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from otm_fed.alignment import alignment_scores, batch_sample_ids
-from otm_fed.clustering import clustering_loss, modality_gradients
 from otm_fed.metrics import kmeans_scores
 from otm_fed.mixer import Mixer, MixResult, OTMixer
 from otm_fed.protocol import (
@@ -108,6 +107,9 @@ class OTMStrategy(Strategy):
         """G_m = d GW(K(Z~_B), I_C) / d Z_m (eq. 7), or None when the regulariser is off."""
         if not self.config["eta"]:
             return None
+        # Imported here: eq. 7 differentiates with torch, which a server without it never loads.
+        from otm_fed.clustering import clustering_loss, modality_gradients
+
         return modality_gradients([codes[m] for m in sorted(codes)], result.transport_plans, result.masks,
                                   lambda mixed: clustering_loss(mixed, self.n_clusters))
 

@@ -4,10 +4,11 @@ import numpy as np
 import torch
 import pytest
 
-from otm_fed.agent import ModalityAgent, modality_data
+from otm_fed.agent import ModalityAgent
 from otm_fed.config import resolve_config
 from otm_fed.mixer import OTMixer
 from otm_fed.protocol import TrainInstruction
+from otm_fed.scenario import modality_data
 
 
 @pytest.fixture

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from otm_fed.agent import ModalityAgent, modality_data
+from otm_fed.agent import ModalityAgent
 from otm_fed.alignment import alignment_scores, batch_sample_ids, pair_plan
 from otm_fed.config import resolve_config
 from otm_fed.mixer import OTMixer
+from otm_fed.scenario import modality_data
 
 
 @pytest.mark.parametrize("aligned", [False, True])

@@ -46,7 +46,7 @@ def test_node_config_is_toml_with_quoted_paths(tmp_path):
 def test_a_site_reading_its_own_single_view_file_holds_what_the_simulation_gives_it(tmp_path):
     import numpy as np
 
-    from otm_fed.agent import modality_data, scenario_dataset
+    from otm_fed.scenario import modality_data, scenario_dataset
     from otm_fed.config import resolve_config
 
     config = resolve_config("synthetic", {"synthetic-samples": "120"})
@@ -58,3 +58,13 @@ def test_a_site_reading_its_own_single_view_file_holds_what_the_simulation_gives
         site = modality_data(config, 1, str(path))
         np.testing.assert_array_equal(site.train, expected.train)
         np.testing.assert_array_equal(site.labels, expected.labels)
+
+
+def test_server_app_process_never_loads_torch():
+    """The server trains nothing: its process (flwr-serverapp in deployment) stays free of torch,
+    about 200 MB it would otherwise hold."""
+    import subprocess
+    import sys
+
+    check = "import sys, server.server_app; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", check], timeout=120).returncode == 0

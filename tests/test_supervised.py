@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from otm_fed.agent import ModalityAgent, fold_test_targets, modality_data, scenario_dataset, scenario_targets
+from otm_fed.agent import ModalityAgent
 from otm_fed.config import ConfigError, resolve_config
 from otm_fed.losses import supervised_loss, supervised_terms
 from otm_fed.mixer import OTMixer
 from otm_fed.models import Predictor
 from otm_fed.protocol import TrainInstruction
+from otm_fed.scenario import fold_test_targets, modality_data, scenario_dataset, scenario_targets
 from otm_fed.supervised import fold_indices, late_fusion, noisy_copies, parse_noise_levels, score
 from server.inprocess import run_inprocess
 from server.strategy import OTMStrategy
