@@ -6,7 +6,7 @@ with each scenario file's frozen settings; scores are the final round's, never a
 by looking at labels. ``raw-kmeans`` is the anchor: k-means on each agent's normalised view.
 
     python benchmarks/clustering.py [--quick] [--datasets orl,movies,...] [--methods ...]
-        [--settings unaligned,aligned] [--seeds 5] [--rounds N] [--jobs J] [--json PATH] [--runs-dir DIR]
+        [--settings unaligned,aligned] [--seeds 5] [--first-seed 0] [--rounds N] [--jobs J] [--json PATH] [--runs-dir DIR]
     python benchmarks/clustering.py --table PATH   # the table of an earlier JSON
     python benchmarks/clustering.py --collect RUNS_DIR [--json PATH]   # rows of finished runs
 
@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--settings", default=",".join(SETTINGS), help="unaligned, aligned or both")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..S-1")
+    parser.add_argument("--seeds", type=int, default=5, help="how many seeds: F..F+S-1")
+    parser.add_argument("--first-seed", type=int, default=0, help="F (add seeds to an earlier grid)")
     parser.add_argument("--rounds", type=int, help="override every scenario's rounds")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (one core each)")
     parser.add_argument("--data-dir", default="")
@@ -228,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else None)
     runs_dir = Path(args.runs_dir or f"runs/clustering-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     jobs = [(dataset, method, SETTINGS[setting], seed, rounds, args.data_dir, runs_dir)
-            for dataset in datasets for method in methods for setting in settings for seed in range(seeds)
+            for dataset in datasets for method in methods for setting in settings
+            for seed in range(args.first_seed, args.first_seed + seeds)
             if not (METHODS[method] is None and setting != settings[0])]  # raw k-means does not train
     started = time.perf_counter()
     rows = []
