@@ -85,7 +85,7 @@ def child(scenario: str, engine: str, rounds: int, data_dir: str, actors: int, o
     if engine == "inprocess":
         run_dir = run_inprocess(config, n_nodes, out.parent / "run", client_app=timed)
     else:
-        run_dir = run_simulation(config, n_nodes, out.parent / "run", actors=actors or None)
+        run_dir = run_simulation(config, n_nodes, out.parent / "run", actors=actors)
     wall = time.perf_counter() - started
     rows = read_rounds(run_dir)
     result = {"wall_seconds": wall, "rounds": len(rows),
@@ -96,7 +96,7 @@ def child(scenario: str, engine: str, rounds: int, data_dir: str, actors: int, o
     out.write_text(json.dumps(result))
 
 
-def measure(scenario: str, engine: str, rounds: int, data_dir: str, actors: int = 0) -> dict[str, Any]:
+def measure(scenario: str, engine: str, rounds: int, data_dir: str, actors: int = 1) -> dict[str, Any]:
     """Run ``child`` in a fresh process and sample its process tree's memory (Linux /proc)."""
     with TemporaryDirectory() as folder:
         out = Path(folder) / "timing.json"
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--rounds", type=int, default=120)
     parser.add_argument("--data-dir", default="")
-    parser.add_argument("--actors", type=int, default=0, help="Ray client actors (default one per core)")
+    parser.add_argument("--actors", type=int, default=1, help="Ray client actors (default 1, as otm-fed simulate)")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     results = []
@@ -141,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         split = [f"{r[key]:.3f}" if key in r else "-" for key in ("mixer_seconds", "client_seconds", "overhead_seconds")]
-        engine = r["engine"] if r["engine"] != "simulation" else (
-            f"simulation, {r['actors']} actor(s)" if r["actors"] else "simulation, an actor per core")
+        engine = r["engine"] if r["engine"] != "simulation" else f"simulation, {r['actors']} actor(s)"
         print(f"| {r['scenario']} | {engine} | {r['rounds']} | {r['wall_seconds']:.1f} | {r['round_seconds']:.3f} | "
               f"{' | '.join(split)} | {r['peak_rss_mb']:.0f} | {r['peak_pss_mb']:.0f} |")
     if args.json:

@@ -148,8 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", help="run folder (default runs/SCENARIO-STRATEGY-TIME)")
     sim.add_argument("--engine", choices=("simulation", "inprocess"), default="simulation",
                      help="Flower's simulation engine (Ray), or the same apps called in this process")
-    sim.add_argument("--actors", type=int, help="simulation engine: Ray client actors (default one per core; "
-                     "1 saves about 0.5 GB of memory)")
+    sim.add_argument("--actors", type=int, help="simulation engine: Ray client actors (default 1; up to one per "
+                     "core runs clients in parallel, about 0.5 GB each)")
     sim.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     sim.add_argument("--resume", metavar="RUN_DIR",
                      help="continue a stopped run from its last completed round (its config, seeds and checkpoints)")

@@ -156,8 +156,8 @@ def test_inprocess_engine_gives_the_same_numbers_as_flower_simulation(synthetic_
 def test_ray_actors_share_the_cores():
     from server.simulation import backend_config
 
-    assert backend_config(2)["client_resources"]["num_cpus"] == 1  # two actors on two cores
-    assert backend_config(2, actors=1)["client_resources"]["num_cpus"] == 2  # one actor
+    assert backend_config(2)["client_resources"]["num_cpus"] == 2  # default: one actor, every core
+    assert backend_config(2, actors=2)["client_resources"]["num_cpus"] == 1  # two actors on two cores
     with pytest.raises(ValueError, match="actors"):
         backend_config(2, actors=3)
 
