@@ -84,3 +84,19 @@ def kmeans_scores(
         raise ValueError(f"n_clusters must be in 1..{codes.shape[0]}, got {n_clusters}")
     pred = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed).fit_predict(codes)
     return clustering_scores(y_true, pred)
+
+
+def code_spread(codes: np.ndarray) -> dict[str, float]:
+    """How big and how many-dimensional a modality's codes are: ``rms_norm`` = sqrt(mean_i
+    ||z_i - mean||^2), and ``effective_dimension`` = (sum_k l_k)^2 / sum_k l_k^2 over the
+    eigenvalues l_k of their covariance (the participation ratio: k for codes spread evenly
+    over k directions, 1 for codes on a line)."""
+    centred = np.asarray(codes, dtype=np.float64)
+    if centred.ndim != 2 or len(centred) < 2:
+        raise ValueError(f"need a 2-d array of at least two codes, got shape {centred.shape}")
+    centred = centred - centred.mean(0)
+    eigenvalues = np.linalg.eigvalsh(centred.T @ centred / len(centred)).clip(min=0.0)
+    total = eigenvalues.sum()
+    if total == 0:
+        return {"rms_norm": 0.0, "effective_dimension": 0.0}
+    return {"rms_norm": float(np.sqrt(total)), "effective_dimension": float(total**2 / (eigenvalues**2).sum())}

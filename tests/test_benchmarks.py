@@ -68,3 +68,19 @@ def test_goals_table_pairs_seeds_and_judges_against_the_anchors():
     line = clustering.goals_table(rows).splitlines()[-1]
     assert "0.6650 ± 0.0150 | 0.6550 (above)" in line  # mean ACC against the paper's 0.6550
     assert "0.7000 / 0.6650 (above / above)" in line and "+0.0450 ± 0.0050 (2 seeds, clearly above)" in line
+
+
+def test_code_rows_read_a_runs_final_codes(tmp_path):
+    import codes
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 50)
+    separated = rng.standard_normal((100, 4)) + 10.0 * labels[:, None]  # two far-apart clusters
+    mixed = 0.1 * rng.standard_normal((100, 4))
+    np.savez(tmp_path / "eval-codes.npz", labels=labels, **{"codes-0": separated, "codes-1": mixed})
+    rows = codes.code_rows(tmp_path)
+    assert [row["modality"] for row in rows] == [0, 1]
+    assert rows[0]["purity"] == 1.0 and rows[1]["purity"] < 0.8
+    assert rows[0]["rms_norm"] > 10 * rows[1]["rms_norm"]
+    with pytest.raises(FileNotFoundError, match="fused-eval"):
+        codes.code_rows(tmp_path / "missing")

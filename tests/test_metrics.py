@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from otm_fed.metrics import ari, clustering_accuracy, clustering_scores, kmeans_scores, nmi, purity
+from otm_fed.metrics import ari, clustering_accuracy, clustering_scores, code_spread, kmeans_scores, nmi, purity
 
 
 def _from_confusion(table: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -114,3 +114,19 @@ def test_kmeans_scores_validation() -> None:
         kmeans_scores(codes, y[:3], 2)
     with pytest.raises(ValueError, match="n_clusters"):
         kmeans_scores(codes, y, 5)
+
+
+def test_code_spread_measures_scale_and_effective_dimension():
+    rng = np.random.default_rng(0)
+    flat = np.zeros((4000, 10))
+    flat[:, :3] = rng.standard_normal((4000, 3))  # spread evenly over 3 of 10 directions
+    spread = code_spread(flat)
+    assert spread["effective_dimension"] == pytest.approx(3.0, rel=0.05)
+    assert spread["rms_norm"] == pytest.approx(np.sqrt(3.0), rel=0.05)
+    scaled = code_spread(5.0 * flat + 7.0)  # scale and shift: same shape, 5x the norm
+    assert scaled["effective_dimension"] == pytest.approx(spread["effective_dimension"], rel=1e-9)
+    assert scaled["rms_norm"] == pytest.approx(5.0 * spread["rms_norm"], rel=1e-9)
+    line = np.outer(rng.standard_normal(100), rng.standard_normal(10))
+    assert code_spread(line)["effective_dimension"] == pytest.approx(1.0, abs=1e-9)
+    with pytest.raises(ValueError, match="2-d"):
+        code_spread(np.ones(5))
