@@ -2,8 +2,9 @@
 
 Only a simulation knows which rows of different agents are the same sample; a deployment never
 does (agents send no sample ids). Like ``fused-eval``, this is a diagnostic of the simulation:
-the server rebuilds each agent's batch from the scenario with the agents' own batch function
-(``otm_fed.scenario.batch_rows``) and the data's view orders, and scores the plans T_m.
+the server rebuilds each agent's batch from the scenario with the agents' own definitions
+(``otm_fed.scenario.training_order`` and ``batch_rows``), and scores the plans T_m. In supervised
+mode the batches are drawn from the fold's training rows, so the same rebuild applies.
 
 Modalities a and b meet through the barycenter: P_ab = T_a^T diag(1/mu_B) T_b (N_a x N_b,
 rows summing to 1/N_a), so row i of N_a P_ab is where sample i of modality a sends its mass in
@@ -13,19 +14,23 @@ modality b.
 from __future__ import annotations
 
 from itertools import combinations
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from otm_fed.data import view_orders
-from otm_fed.scenario import batch_rows
+from otm_fed.scenario import batch_rows, training_order
 
 
-def batch_sample_ids(n_samples: int, modalities: Sequence[int], n_views: int, aligned: bool, data_seed: int,
-                     round_number: int, batch_size: int, round_seed: int) -> list[np.ndarray]:
-    """File-order sample ids of each listed agent's batch in a round (simulation only)."""
-    orders = view_orders(n_samples, n_views, aligned, data_seed)
-    return [orders[m][batch_rows(n_samples, m, round_number, batch_size, round_seed, aligned)] for m in modalities]
+def batch_sample_ids(config: Mapping[str, Any], labels: np.ndarray, modalities: Sequence[int],
+                     round_number: int, round_seed: int) -> list[np.ndarray]:
+    """File-order sample ids of each listed agent's batch in a round (simulation only); ``labels``
+    are the dataset's, one per sample in file order."""
+    ids = []
+    for modality in modalities:
+        order = training_order(config, modality, labels)
+        ids.append(order[batch_rows(len(order), modality, round_number, config["batch-size"], round_seed,
+                                    config["aligned"])])
+    return ids
 
 
 def pair_plan(plan_a: np.ndarray, plan_b: np.ndarray) -> np.ndarray:

@@ -96,13 +96,23 @@ def modality_data(config: Mapping[str, Any], modality: int, data_path: str = "")
     if not 0 <= view_index < dataset.n_views:
         raise ValueError(f"modality {modality} does not exist: {dataset.name} has {dataset.n_views} views")
     view = normalise_view(dataset.views[view_index], view_normalisation(config, modality))
+    order = training_order(config, modality, dataset.labels)
     if config["task"] == "clustering":
-        order = view_orders(dataset.n_samples, modality + 1, config["aligned"], config["seed"])[modality]
         return ModalityData(view[order], view, dataset.labels, dataset.n_classes)
-    train, test = fold_indices(dataset.labels, config["n-folds"], config["fold"], config["seed"])
-    order = train[view_orders(len(train), modality + 1, config["aligned"], config["seed"])[modality]]
+    test = fold_indices(dataset.labels, config["n-folds"], config["fold"], config["seed"])[1]
     targets = scenario_targets(config) if config["task"] == "regression" else dataset.labels
     return ModalityData(view[order], view[test], dataset.labels[test], dataset.n_classes, targets[order], targets[test])
+
+
+def training_order(config: Mapping[str, Any], modality: int, labels: np.ndarray) -> np.ndarray:
+    """File-order ids of agent m's training rows, in the order it holds them: every sample
+    (clustering) or the fold's training rows (supervised), permuted by the agent's own view order
+    unless the scenario is aligned. ``labels`` are the dataset's, one per sample in file order."""
+    if config["task"] == "clustering":
+        rows = np.arange(len(labels))
+    else:
+        rows = fold_indices(labels, config["n-folds"], config["fold"], config["seed"])[0]
+    return rows[view_orders(len(rows), modality + 1, config["aligned"], config["seed"])[modality]]
 
 
 def batch_rows(n_rows: int, modality: int, round_number: int, batch_size: int, seed: int,

@@ -24,17 +24,18 @@ def default_run_dir(config: Mapping[str, Any]) -> Path:
 
 def build_strategy(config: Mapping[str, Any], recorder: RunRecorder | None) -> OTMStrategy:
     """The configured strategy, sized from the config or, where it is silent, from the dataset
-    (which the server only reads in simulation, for sizes and the fused score's labels: in
-    supervised mode the test fold's targets, for late fusion)."""
-    n_modalities, n_clusters, labels = config["num-modalities"], config["n-clusters"], None
+    (which the server only reads in simulation, for sizes, the fused score's labels (in
+    supervised mode the test fold's targets, for late fusion) and the alignment diagnostic)."""
+    n_modalities, n_clusters, labels, sample_labels = config["num-modalities"], config["n-clusters"], None, None
     if not (n_modalities and n_clusters) or config["fused-eval"]:
         dataset = scenario_dataset(config)
         n_modalities = n_modalities or dataset.n_views
         n_clusters = n_clusters or dataset.n_classes
         if config["fused-eval"]:
+            sample_labels = dataset.labels
             labels = dataset.labels if config["task"] == "clustering" else fold_test_targets(config)
     return strategy_class(config["strategy"])(config, n_modalities, n_clusters, recorder=recorder,
-                                          fused_labels=labels)
+                                          fused_labels=labels, sample_labels=sample_labels)
 
 
 @app.main()

@@ -68,7 +68,7 @@ class OTMStrategy(Strategy):
 
     def __init__(self, config: Mapping[str, Any], n_modalities: int, n_clusters: int,
                  mixer: Mixer | None = None, recorder: RunRecorder | None = None,
-                 fused_labels: np.ndarray | None = None,
+                 fused_labels: np.ndarray | None = None, sample_labels: np.ndarray | None = None,
                  progress: Callable[[str], None] = print) -> None:
         self.config = dict(config)
         self.n_modalities = n_modalities
@@ -76,6 +76,7 @@ class OTMStrategy(Strategy):
         self.mixer = mixer if mixer is not None else mixer_from_config(config)
         self.recorder = recorder
         self.fused_labels = fused_labels
+        self.sample_labels = sample_labels  # simulation only: every sample's class, for the alignment diagnostic
         self.progress = progress
         self.num_rounds = self.config["rounds"]
         self.node_ids: list[int] = []
@@ -146,13 +147,12 @@ class OTMStrategy(Strategy):
 
     def alignment_diagnostic(self, server_round: int) -> dict[str, float] | None:
         """Simulation only (with ``fused-eval``): how much plan mass lands on true counterparts,
-        from batches rebuilt with the agents' own batch function (``otm_fed.alignment``)."""
-        if self.fused_labels is None or len(self.codes) < 2 or self.config["task"] != "clustering":
-            return None  # supervised agents train on a fold: batches index its rows, not the file's
-        ids = batch_sample_ids(len(self.fused_labels), sorted(self.codes), self.n_modalities, self.config["aligned"],
-                               self.config["seed"], server_round, self.config["batch-size"],
+        from batches rebuilt with the agents' own definitions (``otm_fed.alignment``)."""
+        if self.sample_labels is None or len(self.codes) < 2:
+            return None
+        ids = batch_sample_ids(self.config, self.sample_labels, sorted(self.codes), server_round,
                                self.round_seed(server_round))
-        return alignment_scores(self.mix_result.transport_plans, ids, self.fused_labels)
+        return alignment_scores(self.mix_result.transport_plans, ids, self.sample_labels)
 
     def aggregate_scores(self, scores: Mapping[int, Mapping[str, float]]) -> dict[str, Any]:
         """Mean over modalities of each score, per-modality values kept."""

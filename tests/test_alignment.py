@@ -6,25 +6,36 @@ import pytest
 from otm_fed.agent import ModalityAgent
 from otm_fed.alignment import alignment_scores, batch_sample_ids, pair_plan
 from otm_fed.config import resolve_config
+from otm_fed.data import normalise_view
 from otm_fed.mixer import OTMixer
-from otm_fed.scenario import modality_data
+from otm_fed.scenario import modality_data, scenario_dataset, view_normalisation
+from otm_fed.supervised import fold_indices
 
 
+@pytest.mark.parametrize("task", ["clustering", "classification"])
 @pytest.mark.parametrize("aligned", [False, True])
-def test_batch_ids_are_the_agents_own_batches_in_file_order(aligned):
+def test_batch_ids_are_the_agents_own_batches_in_file_order(aligned, task):
+    """Clustering agents draw from every sample, supervised ones from the fold's training rows;
+    either way the rebuilt ids name exactly the rows each agent trains on."""
     config = resolve_config("synthetic", {"synthetic-samples": "90", "batch-size": "32", "seed": "3",
-                                          "aligned": str(aligned)})
-    ids = batch_sample_ids(90, [0, 1, 2], 3, aligned, 3, round_number=4, batch_size=32, round_seed=77)
+                                          "aligned": str(aligned), "task": task})
+    dataset = scenario_dataset(config)
+    ids = batch_sample_ids(config, dataset.labels, [0, 1, 2], round_number=4, round_seed=77)
+    test_rows = fold_indices(dataset.labels, config["n-folds"], config["fold"], config["seed"])[1]
     for modality in range(3):
         agent = ModalityAgent(modality, modality_data(config, modality), config)
         rows = agent.sample_batch(4, 32, 77)
-        # the agent's training rows are its permuted view: row r is file sample ids[r]
-        np.testing.assert_array_equal(agent.data.train[rows], agent.data.evaluation[ids[modality]])
+        view = normalise_view(dataset.views[modality], view_normalisation(config, modality))
+        np.testing.assert_array_equal(agent.data.train[rows], view[ids[modality]])
+        if task != "clustering":
+            assert not set(ids[modality]) & set(test_rows)  # never a test-fold sample
     assert np.array_equal(ids[0], ids[1]) == aligned  # unaligned: independent orders and batches
 
 
 def test_aligned_scenarios_draw_the_same_samples_in_every_modality():
-    ids = batch_sample_ids(90, [0, 1, 2], 3, True, 3, round_number=4, batch_size=32, round_seed=77)
+    config = resolve_config("synthetic", {"synthetic-samples": "90", "batch-size": "32", "seed": "3",
+                                          "aligned": "true"})
+    ids = batch_sample_ids(config, np.zeros(90, dtype=int), [0, 1, 2], round_number=4, round_seed=77)
     assert len(ids[0]) == 32 and all(np.array_equal(ids[0], other) for other in ids[1:])
 
 
@@ -64,7 +75,7 @@ def test_shared_init_gives_orl_agents_one_coordinate_system(data_dir, shared_ini
     agents = [ModalityAgent(m, modality_data(config, m, ""), config) for m in (0, 1)]
     codes = [agent.query(1, config["batch-size"], seed=11) for agent in agents]
     result = OTMixer(alpha=config["alpha"], max_outer=config["max-outer"])(codes, seed=1)
-    ids = batch_sample_ids(400, [0, 1], 2, False, config["seed"], 1, config["batch-size"], 11)
+    ids = batch_sample_ids(config, np.zeros(400, dtype=int), [0, 1], 1, 11)
     scores = alignment_scores(result.transport_plans, ids, np.zeros(400, dtype=int))
     if shared_init:
         assert scores["true_mass"] > 0.9 and scores["top1"] > 0.9

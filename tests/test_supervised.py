@@ -13,6 +13,7 @@ from otm_fed.losses import supervised_loss, supervised_terms
 from otm_fed.mixer import OTMixer
 from otm_fed.models import Predictor
 from otm_fed.protocol import TrainInstruction
+from otm_fed.results import read_rounds
 from otm_fed.scenario import fold_test_targets, modality_data, scenario_dataset, scenario_targets
 from otm_fed.supervised import fold_indices, late_fusion, noisy_copies, parse_noise_levels, score
 from server.inprocess import run_inprocess
@@ -190,6 +191,9 @@ def test_supervised_run_on_prokaryotic_beats_chance(tmp_path, data_dir):
     noisy = final["late_fusion_accuracy_noise"]
     assert len(noisy) == 3 and all(curve[0] == final["late_fusion_accuracy"] for curve in noisy)
     assert final["accuracy_noise_per_modality"][1][1] < per_modality[1]  # noise 0.5 on the proteome view
+    alignment = [row["alignment"] for row in read_rounds(run_dir) if "alignment" in row]
+    assert len(alignment) == 12  # batches of the fold's training rows, rebuilt by the server
+    assert all(a["true_mass_chance"] == pytest.approx(1 / 128) and 0 <= a["class_mass"] <= 1 for a in alignment)
 
 
 def test_regression_agent_learns_the_hidden_target():
