@@ -155,6 +155,24 @@ def verdict(above: bool) -> str:
     return "above" if above else "below"
 
 
+def paired_table(rows: list[dict[str, Any]], baseline: str = "local-only") -> str:
+    """Every trained method against ``baseline``, unaligned: ACC (mean ± std) and the paired
+    per-seed ACC difference (mean ± standard error), "clearly" above or below = beyond two SE."""
+    lines = [f"| dataset | method | seeds | ACC | - {baseline} ACC (paired) | verdict |", "|---|---|---|---|---|---|"]
+    methods = [name for name in METHODS if METHODS[name] is not None and name != baseline]
+    for dataset in DATASETS:
+        for method in methods:
+            difference = paired_difference(rows, dataset, "acc", method, baseline)
+            if difference is None:
+                continue
+            mean, error, n = difference
+            acc = [r["acc"] for r in rows if r["dataset"] == dataset and r["method"] == method and not r["aligned"]]
+            call = ("clearly above" if mean > 2 * error else "clearly below" if mean < -2 * error
+                    else "tie" if n > 1 else "one seed")
+            lines.append(f"| {dataset} | {method} | {n} | {mean_std(acc)} | {mean:+.4f} ± {error:.4f} | {call} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def goals_table(rows: list[dict[str, Any]], method: str = "otm") -> str:
     """The issue's goals, unaligned: ACC against the paper's number, purity and ACC against raw
     k-means (the anchor under the scenario's normalisation), and the paired difference to
@@ -210,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.table:
         rows = [row for path in args.table.split(",") for row in json.loads(Path(path).read_text())]
-        print("\n\n".join(filter(None, (markdown_table(rows), goals_table(rows)))))
+        print("\n\n".join(filter(None, (markdown_table(rows), goals_table(rows), paired_table(rows)))))
         return 0
     if args.collect:
         rows = [row_from_run(run) for run in sorted(Path(args.collect).iterdir()) if (run / SUMMARY_FILE).is_file()]
@@ -244,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"fused acc {row['fused_acc']:.4f}  {row.get('seconds', 0.0):5.1f} s", flush=True)
     print(f"\n{len(rows)} runs in {time.perf_counter() - started:.0f} s; final round of "
           f"{'each scenario file' if rounds is None else rounds} rounds\n")
-    print("\n\n".join(filter(None, (markdown_table(rows), goals_table(rows)))))
+    print("\n\n".join(filter(None, (markdown_table(rows), goals_table(rows), paired_table(rows)))))
     if args.json:
         print(f"\nwrote {args.json}")
     return 0

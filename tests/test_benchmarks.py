@@ -68,6 +68,12 @@ def test_goals_table_pairs_seeds_and_judges_against_the_anchors():
     line = clustering.goals_table(rows).splitlines()[-1]
     assert "0.6650 ± 0.0150 | 0.6550 (above)" in line  # mean ACC against the paper's 0.6550
     assert "0.7000 / 0.6650 (above / above)" in line and "+0.0450 ± 0.0050 (2 seeds, clearly above)" in line
+    rows += [row("otm-gw", 0, 0.50), row("otm-gw", 1, 0.56), row("otm-w", 0, 0.61), row("otm-w", 1, 0.63)]
+    lines = {line.split(" | ")[1]: line for line in clustering.paired_table(rows).splitlines()[2:]}
+    assert lines.keys() == {"otm", "otm-w", "otm-gw"}  # never raw k-means or the baseline itself
+    assert lines["otm"].endswith("| +0.0450 ± 0.0050 | clearly above |")
+    assert lines["otm-gw"].endswith("| -0.0900 ± 0.0100 | clearly below |")
+    assert lines["otm-w"].endswith("| +0.0000 ± 0.0100 | tie |")
 
 
 def test_code_rows_read_a_runs_final_codes(tmp_path):
