@@ -131,9 +131,12 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = 
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
 
 
+BIN_DIR = Path(sys.executable).parent  # Flower's commands live beside this Python
+
+
 def flower_bin(name: str) -> str:
     """A Flower command from this Python's environment."""
-    return str(Path(sys.executable).parent / name)
+    return str(BIN_DIR / name)
 
 
 def superlink_command(port: int, certificates: Certificates, database: str | Path, node_auth: bool = True) -> list[str]:
@@ -178,7 +181,9 @@ class LocalFederation:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, **OFFLINE_ENV, "FLWR_HOME": str(self.flwr_home)}
+        # PATH: the SuperLink starts flower-superexec by name, so this environment's commands come first
+        return {**os.environ, **OFFLINE_ENV, "FLWR_HOME": str(self.flwr_home),
+                "PATH": os.pathsep.join([str(BIN_DIR), os.environ.get("PATH", "")])}
 
     def start_process(self, label: str, command: list[str]) -> subprocess.Popen:
         log = (self.work_dir / f"{label}.log").open("w")
