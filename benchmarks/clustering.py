@@ -155,6 +155,13 @@ def verdict(above: bool) -> str:
     return "above" if above else "below"
 
 
+def paired_call(mean: float, error: float, n: int) -> str:
+    """The verdict on a paired difference: "clearly" above or below = beyond two standard errors."""
+    if n < 2:
+        return "one seed"
+    return "clearly above" if mean > 2 * error else "clearly below" if mean < -2 * error else "tie"
+
+
 def paired_table(rows: list[dict[str, Any]], baseline: str = "local-only") -> str:
     """Every trained method against ``baseline``, unaligned: ACC (mean ± std) and the paired
     per-seed ACC difference (mean ± standard error), "clearly" above or below = beyond two SE."""
@@ -167,9 +174,8 @@ def paired_table(rows: list[dict[str, Any]], baseline: str = "local-only") -> st
                 continue
             mean, error, n = difference
             acc = [r["acc"] for r in rows if r["dataset"] == dataset and r["method"] == method and not r["aligned"]]
-            call = ("clearly above" if mean > 2 * error else "clearly below" if mean < -2 * error
-                    else "tie" if n > 1 else "one seed")
-            lines.append(f"| {dataset} | {method} | {n} | {mean_std(acc)} | {mean:+.4f} ± {error:.4f} | {call} |")
+            lines.append(f"| {dataset} | {method} | {n} | {mean_std(acc)} | {mean:+.4f} ± {error:.4f} | "
+                         f"{paired_call(mean, error, n)} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -199,8 +205,7 @@ def goals_table(rows: list[dict[str, Any]], method: str = "otm") -> str:
                  f"{own[0]:.4f} / {own[1]:.4f}" + ("" if raw[0] is None else
                                                    f" ({verdict(own[0] > raw[0])} / {verdict(own[1] > raw[1])})"),
                  "-" if difference is None else
-                 f"{difference[0]:+.4f} ± {difference[1]:.4f} ({difference[2]} seeds"
-                 f"{', clearly above' if difference[0] > 2 * difference[1] else ''})",
+                 f"{difference[0]:+.4f} ± {difference[1]:.4f} ({difference[2]} seeds, {paired_call(*difference)})",
                  " / ".join("-" if value is None else f"{value:.4f}"
                             for value in (mean(method, "fused_acc", dataset), mean("local-only", "fused_acc", dataset),
                                           mean("raw-kmeans", "fused_acc", dataset)))]

@@ -73,8 +73,8 @@ def tree_memory_bytes(pid: int) -> tuple[int, int]:
 def child(scenario: str, engine: str, rounds: int, data_dir: str, actors: int, out: Path) -> None:
     """One run in this process; writes its timings to ``out``."""
     from clients.client_app import app
-    from otm_fed.scenario import scenario_dataset
     from otm_fed.config import resolve_config
+    from otm_fed.scenario import scenario_dataset
     from server.inprocess import run_inprocess
     from server.simulation import run_simulation
 
