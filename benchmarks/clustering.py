@@ -40,15 +40,21 @@ from otm_fed.protocol import SCORE_NAMES  # noqa: E402
 from otm_fed.results import SUMMARY_FILE, read_rounds, write_json  # noqa: E402
 from otm_fed.scenario import scenario_dataset, view_normalisation  # noqa: E402
 
-DATASETS = ("orl", "movies", "prokaryotic", "handwritten")
+DATASETS = ("synthetic", "orl", "movies", "prokaryotic", "handwritten")
+# "otm" is the default: frames aligned on the server and the label-free gate (otm_fed.frames);
+# "otm-paper" and the ablations mix the codes as they come, as the paper does.
+PAPER = {"align": "none"}
 METHODS: dict[str, dict[str, str] | None] = {
     "raw-kmeans": None,  # no training
     "local-only": {"strategy": "local-only"},
     "otm": {"strategy": "otm", "mask": "binary"},
-    "otm-dirichlet": {"strategy": "otm", "mask": "dirichlet"},
-    "otm-wb": {"strategy": "otm", "mask": "none"},
-    "otm-w": {"strategy": "otm", "alpha": "1.0"},
-    "otm-gw": {"strategy": "otm", "alpha": "0.0"},
+    "otm-no-gate": {"strategy": "otm", "gate-threshold": "0.0"},
+    "otm-no-shared-init": {"strategy": "otm", "shared-init": "false"},
+    "otm-paper": {"strategy": "otm", **PAPER},
+    "otm-dirichlet": {"strategy": "otm", "mask": "dirichlet", **PAPER},
+    "otm-wb": {"strategy": "otm", "mask": "none", **PAPER},
+    "otm-w": {"strategy": "otm", "alpha": "1.0", **PAPER},
+    "otm-gw": {"strategy": "otm", "alpha": "0.0", **PAPER},
 }
 SETTINGS = {"unaligned": False, "aligned": True}
 QUICK_ROUNDS = 10

@@ -61,18 +61,23 @@ DEFAULTS: dict[str, Any] = {
     "loss": "ce",
     "noise-levels": "0.0",
     "shared-init": False,
+    "align": "procrustes",
+    "align-starts": 10,
+    "align-refresh": 10,
+    "gate-threshold": 0.1,
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "mask": ("binary", "dirichlet", "none"),
+    "align": ("procrustes", "none"),
     "task": TASKS,
     "loss": tuple(loss for losses in LOSSES.values() for loss in losses),
 }
 BUILTIN_STRATEGIES = ("otm", "local-only")
 POSITIVE_INTS = ("rounds", "batch-size", "local-steps", "latent-dim", "hidden-dim", "eval-every",
-                 "kmeans-init", "synthetic-samples", "synthetic-clusters", "min-modalities")
+                 "kmeans-init", "synthetic-samples", "synthetic-clusters", "min-modalities", "align-starts", "align-refresh")
 NON_NEGATIVE = ("num-modalities", "n-clusters", "barycenter-size", "max-outer", "beta", "eta", "mmd-weight", "synthetic-weak-view",
-                "latent-clip", "latent-noise-multiplier", "fold", "supervised-weight")
+                "latent-clip", "latent-noise-multiplier", "fold", "supervised-weight", "gate-threshold")
 
 
 class ConfigError(ValueError):

@@ -21,6 +21,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from otm_fed.alignment import alignment_scores, batch_sample_ids
+from otm_fed.frames import FrameAlignment, align_frames
 from otm_fed.metrics import kmeans_scores
 from otm_fed.mixer import Mixer, MixResult, OTMixer
 from otm_fed.protocol import (
@@ -87,6 +88,9 @@ class OTMStrategy(Strategy):
         self.trained_as: dict[int, int] = {}  # node id -> modality it was sent TRAIN for
         self.failure_counts: dict[int, int] = {}
         self.mix_result: MixResult | None = None
+        self.alignment: FrameAlignment | None = None
+        self.mixed_modalities: list[int] = []  # the modalities in this round's mix, in order
+        self.rotations: dict[int, np.ndarray] = {}  # modality -> Q_m of its frame map (align = procrustes)
         self.row: dict[str, Any] = {}
         self.final_scores: dict[str, Any] = {}
         self.eval_codes: dict[int, np.ndarray] = {}
@@ -104,8 +108,31 @@ class OTMStrategy(Strategy):
         """The stochastic FGW barycenter of the codes received this round, modalities in order."""
         return self.mixer([codes[m] for m in sorted(codes)], np.random.default_rng(self.round_seed(server_round)))
 
+    def align(self, server_round: int, codes: Mapping[int, np.ndarray]) -> FrameAlignment | None:
+        """Each modality's map into the common frame (``otm_fed.frames``), warm-started from last
+        round's rotations, with fresh GW starts for a new modality and every ``align-refresh``
+        rounds; None with ``align = none`` (the paper: codes mixed as they come)."""
+        if self.config["align"] == "none":
+            return None
+        rng = np.random.default_rng([self.config["seed"], server_round, 3])
+        search = server_round % self.config["align-refresh"] == 0
+        alignment = align_frames({m: codes[m].astype(np.float64) for m in codes}, self.rotations,
+                                 self.config["align-starts"], rng, search)
+        self.rotations.update({m: frame.rotation for m, frame in alignment.frames.items()})
+        return alignment
+
+    def gated_modalities(self, alignment: FrameAlignment | None, modalities: Iterable[int]) -> list[int]:
+        """The modalities that mix this round: those whose label-free confidence reaches
+        ``gate-threshold`` (all without alignment or gate); the others train alone. Fewer than two
+        leave no one to mix with."""
+        modalities = sorted(modalities)
+        if alignment is not None and self.config["gate-threshold"] > 0:
+            modalities = [m for m in modalities if alignment.confidences[m] >= self.config["gate-threshold"]]
+        return modalities if len(modalities) >= 2 else []
+
     def server_gradients(self, codes: Mapping[int, np.ndarray], result: MixResult) -> list[np.ndarray] | None:
-        """G_m = d GW(K(Z~_B), I_C) / d Z_m (eq. 7), or None when the regulariser is off."""
+        """G_m = d GW(K(Z~_B), I_C) / d Z_m (eq. 7) for the mixed modalities (``codes`` as mixed),
+        or None when the regulariser is off."""
         if not self.config["eta"]:
             return None
         # Imported here: eq. 7 differentiates with torch, which a server without it never loads.
@@ -133,24 +160,42 @@ class OTMStrategy(Strategy):
         return self.evaluate_payload(server_round) if piggybacked and self.evaluation_due(server_round) else None
 
     def train_payloads(self, server_round: int) -> dict[int, Payload]:
-        """TRAIN for every modality that sent codes: Z~_B, its own plan, its gradient."""
-        result = self.mix_result
-        gradients = self.server_gradients(self.codes, result)
+        """TRAIN for every modality that sent codes: to each mixed one Z~_B in its own frame, its own
+        plan and its gradient; to a gated one (or all, when no mix was made) no mix: it trains alone."""
+        mixed_codes = {m: self.common_codes(m) for m in self.mixed_modalities}
+        gradients = self.server_gradients(mixed_codes, self.mix_result) if self.mix_result is not None else None
         payloads = {}
-        for index, modality in enumerate(sorted(self.codes)):
+        for modality in sorted(self.codes):
+            barycenter = plan = gradient = None
+            if modality in self.mixed_modalities:
+                index = self.mixed_modalities.index(modality)
+                barycenter, plan = self.own_frame(modality, self.mix_result.mixed_barycenter), \
+                    self.mix_result.transport_plans[index]
+                if gradients is not None:  # d/dZ_m = d/dphi_m(Z_m) Q_m^T / s_m
+                    gradient = self.own_frame(modality, gradients[index], linear=True)
             payloads[modality] = train_request(
-                server_round, self.config["batch-size"], self.round_seed(server_round),
-                result.mixed_barycenter, result.transport_plans[index],
-                None if gradients is None else gradients[index], self.next_seed(server_round),
-                self.piggyback_evaluation(server_round))
+                server_round, self.config["batch-size"], self.round_seed(server_round), barycenter, plan,
+                gradient, self.next_seed(server_round), self.piggyback_evaluation(server_round))
         return payloads
+
+    def common_codes(self, modality: int) -> np.ndarray:
+        """Z_m as mixed: phi_m(Z_m) in the common frame, or as received without alignment."""
+        codes = self.codes[modality]
+        return codes if self.alignment is None else self.alignment.frames[modality].to_common(codes.astype(np.float64))
+
+    def own_frame(self, modality: int, common: np.ndarray, linear: bool = False) -> np.ndarray:
+        """phi_m^{-1} of rows in the common frame (``linear``: of a gradient, which takes Q_m^T / s_m)."""
+        if self.alignment is None:
+            return common
+        frame = self.alignment.frames[modality]
+        return common @ frame.rotation.T / frame.scale if linear else frame.from_common(common)
 
     def alignment_diagnostic(self, server_round: int) -> dict[str, float] | None:
         """Simulation only (with ``fused-eval``): how much plan mass lands on true counterparts,
         from batches rebuilt with the agents' own definitions (``otm_fed.alignment``)."""
-        if self.sample_labels is None or len(self.codes) < 2:
+        if self.sample_labels is None or self.mix_result is None:
             return None
-        ids = batch_sample_ids(self.config, self.sample_labels, sorted(self.codes), server_round,
+        ids = batch_sample_ids(self.config, self.sample_labels, self.mixed_modalities, server_round,
                                self.round_seed(server_round))
         return alignment_scores(self.mix_result.transport_plans, ids, self.sample_labels)
 
@@ -167,7 +212,10 @@ class OTMStrategy(Strategy):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         start = time.perf_counter()
-        self.mix_result = self.mix(server_round, self.codes)
+        self.alignment = self.align(server_round, self.codes)
+        self.mixed_modalities = self.gated_modalities(self.alignment, self.codes)
+        self.mix_result = self.mix(server_round, {m: self.common_codes(m) for m in self.mixed_modalities}) \
+            if self.mixed_modalities else None
         payloads = self.train_payloads(server_round)
         self.row["seconds"]["mix"] = time.perf_counter() - start
         for modality, payload in payloads.items():
@@ -404,9 +452,11 @@ class OTMStrategy(Strategy):
     def checkpoint(self, server_round: int, wall_seconds: float) -> dict[str, Any]:
         """What the next round needs besides the agents' own checkpoints. The server's randomness
         is a pure function of (seed, round) (``round_seed``), so the round is its RNG state;
-        piggy-backed codes are not kept: a resumed round QUERYs them again, bit for bit."""
+        piggy-backed codes are not kept: a resumed round QUERYs them again, bit for bit. The frame
+        rotations Q_m are (JSON floats round-trip exactly)."""
         return {"round": server_round, "seed": self.config["seed"], "wall_seconds": wall_seconds,
-                "failure_counts": {str(node): count for node, count in self.failure_counts.items()}}
+                "failure_counts": {str(node): count for node, count in self.failure_counts.items()},
+                "rotations": {str(m): rotation.tolist() for m, rotation in sorted(self.rotations.items())}}
 
     def restore(self) -> tuple[int, float]:
         """(first round, seconds already spent): after the checkpoint's round with ``resume``."""
@@ -417,6 +467,7 @@ class OTMStrategy(Strategy):
             raise ValueError(f"cannot resume: the checkpoint was made with seed {state['seed']}, "
                              f"the config has seed {self.config['seed']}")
         self.failure_counts = {int(node): count for node, count in state["failure_counts"].items()}
+        self.rotations = {int(m): np.array(rotation) for m, rotation in state.get("rotations", {}).items()}
         log.info("resuming after round %d", state["round"])
         self.progress(f"resuming after round {state['round']}")
         return state["round"] + 1, state["wall_seconds"]
@@ -437,9 +488,15 @@ class OTMStrategy(Strategy):
             log.warning("round %d skipped: %s", server_round, self.row["skipped"])
             return
         messages = list(self.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid))
-        result = self.mix_result.barycenter
-        self.row["mixer"] = {"objective": result.objective, "initial_objective": result.initial_objective,
-                             "modalities": sorted(self.codes)}
+        if self.alignment is not None:
+            self.row["frames"] = {"reference": self.alignment.reference,
+                                  "confidence": {str(m): c for m, c in self.alignment.confidences.items()},
+                                  "objective": {str(m): v for m, v in self.alignment.objectives.items()},
+                                  "mixed": self.mixed_modalities}
+        if self.mix_result is not None:
+            result = self.mix_result.barycenter
+            self.row["mixer"] = {"objective": result.objective, "initial_objective": result.initial_objective,
+                                 "modalities": self.mixed_modalities}
         alignment = self.alignment_diagnostic(server_round)
         if alignment is not None:
             self.row["alignment"] = alignment

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.deployment
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_CONFIG = {"scenario": "prokaryotic", "rounds": 2, "eval-every": 2, "num-modalities": 3, "n-clusters": 4,
-              "fused-eval": False, "batch-size": 96,
+              "fused-eval": False, "batch-size": 96, "gate-threshold": 0.0,
               "round-timeout": 240.0}  # generous for loaded CI machines; a dead node is reported within ~60 s
 
 

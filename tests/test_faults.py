@@ -21,7 +21,8 @@ from server.inprocess import run_inprocess
 from server.records import from_records, to_records
 from server.strategy import OTMStrategy
 
-SMALL = {"rounds": "3", "eval-every": "3", "synthetic-samples": "240", "batch-size": "64"}
+# The gate off: every agent that answers mixes, so the rows show who answered.
+SMALL = {"rounds": "3", "eval-every": "3", "synthetic-samples": "240", "batch-size": "64", "gate-threshold": "0"}
 
 
 def faulty_app(hook) -> ClientApp:
@@ -234,4 +235,5 @@ def test_killed_and_resumed_run_ends_with_the_same_numbers(tmp_path):
     assert [row["round"] for row in rows_resumed] == [1, 2, 3, 4]
     for row_whole, row_resumed in zip(rows_whole, rows_resumed):
         assert row_resumed["losses"] == row_whole["losses"]
-        assert row_resumed["mixer"]["objective"] == row_whole["mixer"]["objective"]
+        assert row_resumed.get("mixer") == row_whole.get("mixer")
+        assert row_resumed["frames"] == row_whole["frames"]  # the frame rotations were restored exactly

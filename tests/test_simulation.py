@@ -51,7 +51,8 @@ def simulate(tmp_path: Path, scenario: str, n_modalities: int, **overrides) -> t
 def synthetic_run(tmp_path_factory):
     WIRE_LOG.clear()
     return simulate(tmp_path_factory.mktemp("synthetic"), "synthetic", 3, rounds=3, eval_every=3,
-                    synthetic_samples=240, batch_size=64, strategy="tests.test_simulation:AuditStrategy")
+                    synthetic_samples=240, batch_size=64, strategy="tests.test_simulation:AuditStrategy",
+                    gate_threshold=0.0)  # every agent mixes every round: the whole TRAIN path crosses the wire
 
 
 def check_scores(final: dict, n_modalities: int) -> None:
@@ -105,7 +106,7 @@ def test_wire_audit_replies_carry_only_latent_codes_and_metrics(synthetic_run):
 
 def test_prokaryotic_three_rounds_through_flower(tmp_path, data_dir):
     run_dir, summary = simulate(tmp_path, "prokaryotic", 3, rounds=3, eval_every=3, batch_size=128,
-                                data_dir=data_dir, eta=0.1)
+                                data_dir=data_dir, eta=0.1, gate_threshold=0.0)
     rounds = read_rounds(run_dir)
     assert len(rounds) == 3
     # eta > 0: the eq. 7 regulariser's gradient G_m travels with each TRAIN and enters the loss.
@@ -124,7 +125,7 @@ def test_readme_custom_strategy_example_runs(tmp_path, monkeypatch):
     (tmp_path / "my_strategy.py").write_text(code)
     monkeypatch.syspath_prepend(str(tmp_path))
     run_dir, summary = simulate(tmp_path, "synthetic", 3, rounds=2, eval_every=2, synthetic_samples=120,
-                                batch_size=32, strategy="my_strategy:SoftWassersteinStrategy")
+                                batch_size=32, strategy="my_strategy:SoftWassersteinStrategy", gate_threshold=0.0)
     assert summary["strategy"] == "soft-wasserstein"
     assert all(row["mixer"]["modalities"] == [0, 1, 2] for row in read_rounds(run_dir))
     check_scores(summary["final"], 3)

@@ -1,0 +1,174 @@
+"""Frame alignment (beyond the paper): every modality's codes in one coordinate frame before mixing.
+
+Agents train their encoders apart, so their codes live in unrelated coordinate frames, and the
+FGW feature term ||z_B - z_m||^2 of eq. 2 compares coordinates that mean different things: whole
+clusters are then matched coherently to the wrong clusters. The server therefore estimates, per
+modality and without labels or correspondences, a similarity map into a common frame
+
+    phi_m(z) = ((z - c_m) / s_m) Q_m,
+
+with c_m the batch mean, s_m the batch's RMS norm about it, and Q_m orthogonal (d x d). The
+reference modality's frame is the common one (its Q is I in round 1). Q_m minimises the
+Wasserstein-Procrustes objective
+
+    W(Q) = min_{T in Pi(mu_m, mu_r)} <T, D(X_m Q, X_r)>     (X: centred, scaled batches),
+
+by alternating the exact OT plan T and the orthogonal Procrustes solution Q = U V^T of
+X_m^T T X_r = U S V^T (each step lowers W). W is not convex in Q, so it starts from last round's
+Q_m (the strategy's state) and from maps read off Gromov-Wasserstein plans, which compare only
+within-modality distances and so need no common frame; the lowest W wins.
+
+The mix is made in the common frame; agent m gets it back in its own frame,
+phi_m^{-1}(Z~_B) = s_m Z~_B Q_m^T + c_m. Because N_m T_m^T 1 = 1, eq. 4 commutes with the
+affine phi_m^{-1}: the agent's target is the projection of the mix, expressed in its own frame.
+
+``alignment_confidence`` is the label-free gate: how much better the fit is than the fit of a
+structure-free copy of the same codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from otm_fed.mixer import exact_ot_vertex, pairwise_distances, solve_fgw_plan, squared_distances, uniform
+
+PROCRUSTES_STEPS = 30
+PROCRUSTES_TOL = 1e-7
+GW_STEPS = 100
+
+
+@dataclass(frozen=True)
+class Frame:
+    """phi_m: centre c_m (d,), scale s_m > 0 and orthogonal rotation Q_m (d x d)."""
+
+    centre: np.ndarray
+    scale: float
+    rotation: np.ndarray
+
+    def to_common(self, codes: np.ndarray) -> np.ndarray:
+        """phi_m(Z) = ((Z - c_m) / s_m) Q_m."""
+        return ((codes - self.centre) / self.scale) @ self.rotation
+
+    def from_common(self, codes: np.ndarray) -> np.ndarray:
+        """phi_m^{-1}(Y) = s_m Y Q_m^T + c_m."""
+        return self.scale * codes @ self.rotation.T + self.centre
+
+
+def standardise(codes: np.ndarray) -> tuple[np.ndarray, float]:
+    """(c, s): the batch mean and the RMS norm of the centred rows (1 for a constant batch)."""
+    centre = codes.mean(0)
+    scale = float(np.sqrt(((codes - centre) ** 2).sum(1).mean()))
+    return centre, scale if scale > 1e-12 else 1.0
+
+
+def procrustes_rotation(x: np.ndarray, y: np.ndarray, plan: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """The orthogonal Q minimising sum_ij T_ij ||x_i Q - y_j||^2: U V^T for x^T T y = U S V^T.
+    ``plan`` is T's support (rows, cols, values)."""
+    rows, cols, values = plan
+    u, _, vt = np.linalg.svd(x[rows].T @ (values[:, None] * y[cols]))
+    return u @ vt
+
+
+def wasserstein_procrustes(x: np.ndarray, y: np.ndarray, rotation: np.ndarray,
+                           max_steps: int = PROCRUSTES_STEPS) -> tuple[np.ndarray, float]:
+    """Alternate T = argmin <T, D(x Q, y)> (exact OT) and Q = procrustes(x, y, T) from ``rotation``:
+    returns (Q, W(Q)), W the OT cost at the returned Q (it never increases along the way)."""
+    mu_x, mu_y = uniform(len(x)), uniform(len(y))
+    best_value = np.inf
+    for _ in range(max_steps):
+        cost = squared_distances(x @ rotation, y)
+        plan, _ = exact_ot_vertex(cost, mu_x, mu_y)
+        value = float(cost[plan[0], plan[1]] @ plan[2])
+        if value >= best_value * (1.0 - PROCRUSTES_TOL):
+            break
+        best_rotation, best_value = rotation, value
+        rotation = procrustes_rotation(x, y, plan)
+    return best_rotation, best_value
+
+
+def gw_start_plans(x: np.ndarray, y: np.ndarray, n_starts: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``n_starts`` Gromov-Wasserstein plans between the batches' distance matrices (frame-free):
+    the first from the product coupling, the others from random vertices of Pi(mu_x, mu_y)."""
+    structure_x, structure_y = pairwise_distances(x), pairwise_distances(y)
+    mu_x, mu_y = uniform(len(x)), uniform(len(y))
+    zero = np.zeros((len(x), len(y)))
+    plans = []
+    for start in range(n_starts):
+        initial = None
+        if start:
+            rows, cols, values = exact_ot_vertex(rng.random((len(x), len(y))), mu_x, mu_y)[0]
+            initial = np.zeros_like(zero)
+            initial[rows, cols] = values
+        plans.append(solve_fgw_plan(zero, structure_x, structure_y, 0.0, mu_x, mu_y, initial, GW_STEPS)[0])
+    return plans
+
+
+def fit_rotation(x: np.ndarray, y: np.ndarray, previous: np.ndarray | None, gw_starts: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """The Q with the lowest W(Q) from Wasserstein-Procrustes started at ``previous`` (else at I:
+    frames that already agree, as with ``shared-init``, stay as they are unless a fit beats them)
+    and at the map of each of ``gw_starts`` GW plans: (Q, W(Q))."""
+    starts = [np.eye(x.shape[1]) if previous is None else previous]
+    for plan in gw_start_plans(x, y, gw_starts, rng):
+        rows, cols = np.nonzero(plan)
+        starts.append(procrustes_rotation(x, y, (rows, cols, plan[rows, cols])))
+    fits = [wasserstein_procrustes(x, y, start) for start in starts]
+    return min(fits, key=lambda fit: fit[1])
+
+
+def structure_free_copy(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """x with its principal coordinates permuted independently across rows: the same spectrum
+    (variance per principal axis) and marginals, no joint structure (clusters) left."""
+    _, _, axes = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    scores = x @ axes.T
+    shuffled = np.stack([rng.permutation(column) for column in scores.T], axis=1)
+    return shuffled @ axes
+
+
+def alignment_confidence(x: np.ndarray, y: np.ndarray, rotation: np.ndarray, value: float,
+                         rng: np.random.Generator) -> float:
+    """1 - W(Q) / W_null, W_null the Wasserstein-Procrustes fit (from the same Q) of a structure-free
+    copy of x: near 1 when x is a rotated copy of y, near 0 (or below) when x's joint structure
+    fits y no better than noise with x's spectrum would."""
+    _, null_value = wasserstein_procrustes(structure_free_copy(x, rng), y, rotation)
+    return 1.0 - value / null_value if null_value > 0 else 0.0
+
+
+@dataclass
+class FrameAlignment:
+    """Per modality: its map phi_m, its fit W(Q_m) to the reference and its confidence."""
+
+    frames: dict[int, Frame]
+    objectives: dict[int, float]
+    confidences: dict[int, float]
+    reference: int
+
+
+def align_frames(codes: Mapping[int, np.ndarray], rotations: Mapping[int, np.ndarray], gw_starts: int,
+                 rng: np.random.Generator, search: bool = False) -> FrameAlignment:
+    """phi_m for every modality in ``codes`` (modality id -> Z_m), into the frame of the lowest id
+    present (the reference; its own Q is its stored rotation, else I), warm-started from
+    ``rotations`` (last round's Q_m). A modality without a stored rotation, or every modality when
+    ``search``, also gets ``gw_starts`` GW starts. The reference's confidence is the largest of the
+    others' (it has someone to learn from if anyone aligns with it)."""
+    reference = min(codes)
+    d = codes[reference].shape[1]
+    standardised = {m: standardise(z) for m, z in codes.items()}
+    scaled = {m: (z - standardised[m][0]) / standardised[m][1] for m, z in codes.items()}
+    frames = {reference: Frame(*standardised[reference], rotations.get(reference, np.eye(d)))}
+    target = scaled[reference] @ frames[reference].rotation
+    objectives, confidences = {reference: 0.0}, {}
+    for m in sorted(codes):
+        if m == reference:
+            continue
+        previous = rotations.get(m)
+        starts = gw_starts if previous is None or search else 0
+        rotation, value = fit_rotation(scaled[m], target, previous, starts, rng)
+        frames[m] = Frame(*standardised[m], rotation)
+        objectives[m] = value
+        confidences[m] = alignment_confidence(scaled[m], target, rotation, value, rng)
+    confidences[reference] = max(confidences.values()) if confidences else 0.0
+    return FrameAlignment(frames, objectives, dict(sorted(confidences.items())), reference)
