@@ -7,10 +7,15 @@ each modality independently permuted), the same alpha and number of outer iterat
   assignments and incremental products, exact line search, best iterate);
 * ``pot_fgw_barycenters``: POT's ``ot.gromov.fgw_barycenters`` with features and structure free,
   N_B = N, started from the first modality (codes and distances), as ours is;
-* ``paper_loop``: Algorithm 2 written plainly with POT's FGW solver, cold starts, same start.
+* ``paper_loop``: Algorithm 2 written plainly with POT's FGW solver, cold starts, same start;
+* ``align_warm``: a round of the default strategy (``align = procrustes``): every modality's frame
+  map warm-started from the previous round's rotation (fitted on another batch of the same
+  modalities, as the strategy does), then ``ours`` on the codes in the common frame;
+* ``align_search``: round 1 (and every ``align-refresh`` rounds): the same with the GW starts.
 
 Every solution is scored by one shared function, ``barycenter_objective`` (sum_m FGW(Z_B, Z_m),
-plans re-solved with A = distances of Z_B). Prints a table and the growth exponents of ``ours``
+plans re-solved with A = distances of Z_B), against the codes it mixed (the aligned ones for the
+``align_*`` rows, which are therefore not comparable with the others' objectives). Prints a table and the growth exponents of ``ours``
 (log-log least-squares slopes of its median time against N at each M, and against M at each
 N); ``--json`` writes rows
 ``{"n", "m", "method", "median_seconds", "objective", "init_objective", "seconds", "repeats"}``.
@@ -37,6 +42,8 @@ from typing import Callable
 import numpy as np
 import ot
 
+from otm_fed.config import DEFAULTS
+from otm_fed.frames import align_frames
 from otm_fed.mixer import barycenter_objective, fgw_barycenter, pairwise_distances, squared_distances
 from otm_fed.results import write_json
 
@@ -46,23 +53,41 @@ LATENT_DIM = 64
 N_CLUSTERS = 8
 
 
-def clustered_codes(n: int, n_modalities: int, dim: int = LATENT_DIM, seed: int = 0) -> list[np.ndarray]:
+def clustered_codes(n: int, n_modalities: int, dim: int = LATENT_DIM, seed: int = 0,
+                    batch: int = 0) -> list[np.ndarray]:
     """Codes of n samples in C clusters, seen by each modality through its own rotation and
-    noise, rows L2-normalised, each modality's rows independently permuted."""
+    noise, rows L2-normalised, each modality's rows independently permuted. Centres and rotations
+    depend on ``seed`` only; noise and order also on ``batch`` (another round's batch)."""
     rng = np.random.default_rng(seed)
+    noise = np.random.default_rng([seed, batch])
     labels = np.arange(n) % N_CLUSTERS
     centres = rng.standard_normal((N_CLUSTERS, dim))
     codes = []
     for _ in range(n_modalities):
         rotation, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
-        z = (centres[labels] + 0.5 * rng.standard_normal((n, dim))) @ rotation
+        z = (centres[labels] + 0.5 * noise.standard_normal((n, dim))) @ rotation
         z /= np.linalg.norm(z, axis=1, keepdims=True)
-        codes.append(z[rng.permutation(n)])
+        codes.append(z[noise.permutation(n)])
     return codes
 
 
 def ours(codes: list[np.ndarray]) -> np.ndarray:
     return fgw_barycenter(codes, ALPHA, max_outer=OUTER_ITERATIONS).barycenter
+
+
+def common_frame(codes: list[np.ndarray], rotations: dict[int, np.ndarray], search: bool) -> list[np.ndarray]:
+    """The codes in the common frame, as the strategy aligns them (``otm_fed.frames``)."""
+    alignment = align_frames(dict(enumerate(codes)), rotations, DEFAULTS["align-starts"],
+                             np.random.default_rng(0), search)
+    return [alignment.frames[m].to_common(z) for m, z in enumerate(codes)]
+
+
+def previous_rotations(codes: list[np.ndarray]) -> dict[int, np.ndarray]:
+    """Last round's rotations: fitted (with the GW starts) on another batch of the same modalities."""
+    n, m = codes[0].shape[0], len(codes)
+    earlier = clustered_codes(n, m, codes[0].shape[1], batch=1)
+    alignment = align_frames(dict(enumerate(earlier)), {}, DEFAULTS["align-starts"], np.random.default_rng(0))
+    return {modality: frame.rotation for modality, frame in alignment.frames.items()}
 
 
 def pot_fgw_barycenters(codes: list[np.ndarray]) -> np.ndarray:
@@ -86,7 +111,9 @@ def paper_loop(codes: list[np.ndarray]) -> np.ndarray:
 
 
 METHODS: dict[str, Callable[[list[np.ndarray]], np.ndarray]] = {
-    "ours": ours, "pot_fgw_barycenters": pot_fgw_barycenters, "paper_loop": paper_loop}
+    "ours": ours, "pot_fgw_barycenters": pot_fgw_barycenters, "paper_loop": paper_loop,
+    "align_warm": ours, "align_search": ours}
+ALIGNED = {"align_warm": False, "align_search": True}  # method -> search (GW starts) or warm start
 
 
 def predicted_seconds(previous: dict[str, tuple[int, float]], name: str, m: int) -> float:
@@ -104,6 +131,8 @@ def run(sizes: list[int], modalities: list[int], repeats: int,
         previous: dict[str, tuple[int, float]] = {}  # method -> (M, median) of its last cell at this N
         for m in modalities:
             codes = clustered_codes(n, m)
+            rotations = previous_rotations(codes) if set(ALIGNED) & set(METHODS) else {}
+            mixed: dict[str, list[np.ndarray]] = {}
             init_objective = barycenter_objective(codes[0], codes, ALPHA)
             methods = {name: method for name, method in METHODS.items()
                        if name == "ours" or max_seconds is None
@@ -117,14 +146,15 @@ def run(sizes: list[int], modalities: list[int], repeats: int,
                             and sum(spent) + max(spent) > max_seconds):
                         continue
                     start = time.perf_counter()
-                    solutions[name] = method(codes)
+                    mixed[name] = common_frame(codes, rotations, ALIGNED[name]) if name in ALIGNED else codes
+                    solutions[name] = method(mixed[name])
                     spent.append(time.perf_counter() - start)
             cell = []
             for name in methods:
                 median = statistics.median(seconds[name])
                 previous[name] = (m, median)
                 cell.append({"n": n, "m": m, "method": name, "median_seconds": median,
-                             "objective": barycenter_objective(solutions[name], codes, ALPHA),
+                             "objective": barycenter_objective(solutions[name], mixed[name], ALPHA),
                              "init_objective": init_objective, "seconds": seconds[name],
                              "repeats": len(seconds[name])})
             print_rows(cell, skipped=[name for name in METHODS if name not in methods], n=n, m=m)
@@ -135,7 +165,7 @@ def run(sizes: list[int], modalities: list[int], repeats: int,
 def print_rows(rows: list[dict], skipped: list[str], n: int, m: int) -> None:
     by_method = {row["method"]: row for row in rows}
 
-    def ratio(baseline: str, row: dict) -> str:
+    def ratio(baseline: str, row: dict) -> str:  # baseline time / this time
         if baseline not in by_method:
             return "     -"
         return f"{by_method[baseline]['median_seconds'] / row['median_seconds']:6.2f}x"
@@ -143,9 +173,10 @@ def print_rows(rows: list[dict], skipped: list[str], n: int, m: int) -> None:
     for row in rows:
         print(f"| {n:5d} | {m:3d} | {row['method']:20s} | {row['median_seconds']:8.3f} "
               f"| {ratio('pot_fgw_barycenters', row)} | {ratio('paper_loop', row)} "
+              f"| {row['median_seconds'] / by_method['ours']['median_seconds']:6.2f}x "
               f"| {row['objective']:8.4f} | {row['init_objective']:8.4f} | {row['repeats']} |", flush=True)
     for name in skipped:
-        print(f"| {n:5d} | {m:3d} | {name:20s} |  skipped |        - |         - |         - "
+        print(f"| {n:5d} | {m:3d} | {name:20s} |  skipped |        - |         - |       - |         - "
               f"|            - | 0 |", flush=True)
 
 
@@ -173,9 +204,9 @@ def main() -> None:
                         help="time budget of each baseline in each cell (see the module docstring)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    print("|     N |   M | method               |  median s | POT/this | loop/this | objective "
+    print("|     N |   M | method               |  median s | POT/this | loop/this | this/ours | objective "
           "| Z_B=Z_1 obj | runs |")
-    print("|------:|----:|----------------------|----------:|---------:|----------:|----------:"
+    print("|------:|----:|----------------------|----------:|---------:|----------:|----------:|----------:"
           "|------------:|-----:|")
     rows = run([int(s) for s in args.sizes.split(",")],
                [int(s) for s in args.modalities.split(",")], args.repeats, args.max_seconds_per_cell)
