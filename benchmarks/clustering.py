@@ -11,7 +11,7 @@ by looking at labels. ``raw-kmeans`` is the anchor: k-means on each agent's norm
     python benchmarks/clustering.py --collect RUNS_DIR [--json PATH]   # rows of finished runs
 
 Prints a Markdown table (mean +- std over seeds) and writes a JSON list of rows
-``{"dataset", "method", "aligned", "seed", "purity", "acc", "nmi", "ari", "purity_per_modality",
+``{"dataset", "method", "aligned", "seed", "anchors", "purity", "acc", "nmi", "ari", "purity_per_modality",
 "fused_purity", ...}``.
 """
 
@@ -24,6 +24,7 @@ import json
 import re
 import sys
 import time
+import tomllib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from otm_fed.config import resolve_config  # noqa: E402
 from otm_fed.data import normalise_view  # noqa: E402
 from otm_fed.metrics import kmeans_scores  # noqa: E402
 from otm_fed.protocol import SCORE_NAMES  # noqa: E402
-from otm_fed.results import SUMMARY_FILE, read_rounds, write_json  # noqa: E402
+from otm_fed.results import CONFIG_FILE, SUMMARY_FILE, read_rounds, write_json  # noqa: E402
 from otm_fed.scenario import scenario_dataset, view_normalisation  # noqa: E402
 
 DATASETS = ("synthetic", "orl", "movies", "prokaryotic", "handwritten")
@@ -55,6 +56,7 @@ METHODS: dict[str, dict[str, str] | None] = {
     "otm-wb": {"strategy": "otm", "mask": "none", **PAPER},
     "otm-w": {"strategy": "otm", "alpha": "1.0", **PAPER},
     "otm-gw": {"strategy": "otm", "alpha": "0.0", **PAPER},
+    **{f"otm-anchors-{k}": {"strategy": "otm", "anchors": str(k)} for k in (5, 10, 25, 50)},
 }
 SETTINGS = {"unaligned": False, "aligned": True}
 QUICK_ROUNDS = 10
@@ -104,8 +106,9 @@ def row_from_run(run_dir: Path) -> dict[str, Any]:
         raise ValueError(f"{run_dir} is not named DATASET-METHOD-SETTING-seedS")
     dataset, method, setting, seed = match.groups()
     summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    anchors = tomllib.loads((run_dir / CONFIG_FILE).read_text()).get("anchors", 0)
     row = {"dataset": dataset, "method": method, "aligned": setting == "aligned", "seed": int(seed),
-           **summary["final"], "rounds": summary["rounds"], "run_dir": str(run_dir)}
+           "anchors": anchors, **summary["final"], "rounds": summary["rounds"], "run_dir": str(run_dir)}
     alignment = [r["alignment"] for r in read_rounds(run_dir) if "alignment" in r]
     if alignment:
         row["alignment"] = alignment[-1]

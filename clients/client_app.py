@@ -3,7 +3,8 @@
 Flower's deployment engine may start a fresh process per message, so the agent is rebuilt from
 ``context.state`` on every message and saved back before replying. A node learns its modality
 from ``node_config``: ``modality`` in deployment, ``partition-id`` in simulation; in deployment
-``data-path`` names the site's own data file (else the scenario's dataset is read).
+``data-path`` names the site's own data file (else the scenario's dataset is read) and, with
+``anchors`` > 0, ``anchors-file`` the site's anchor ids (else the simulation's seeded draw).
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def load_agent(context: Context, round_number: int) -> ModalityAgent:
     starts from its latest checkpoint before ``round_number``."""
     config = config_from_run_config(context.run_config)
     modality = node_modality(context)
-    data = modality_data(config, modality, str(context.node_config.get("data-path", "")))
+    data = modality_data(config, modality, str(context.node_config.get("data-path", "")),
+                         str(context.node_config.get("anchors-file", "")))
     agent = ModalityAgent(modality, data, config)
     if AGENT_STATE in context.state:
         agent.load_state_arrays(numpy_arrays(context.state[AGENT_STATE]))
@@ -104,7 +106,7 @@ def query(msg: Message, context: Context) -> Message:
     agent = load_agent(context, round_number)
     codes = agent.query(round_number, batch_size, seed)
     save_agent(agent, context)
-    return Message(to_records(codes_reply(agent.modality, codes)), reply_to=msg)
+    return Message(to_records(codes_reply(agent.modality, codes, agent.anchor_codes(round_number, seed))), reply_to=msg)
 
 
 @app.train()
@@ -116,15 +118,17 @@ def train(msg: Message, context: Context) -> Message:
     batch_rows = None if agent.batch_indices is None else len(agent.batch_indices)
     instruction = read_train_request(payload, batch_rows, agent.config["latent-dim"])
     losses = agent.train(instruction)
-    scores = eval_codes = next_codes = None
+    scores = eval_codes = next_codes = next_anchor_codes = None
     if instruction.evaluation is not None:
         scores, eval_codes = agent.evaluate(instruction.evaluation["n-clusters"],
                                             instruction.evaluation["kmeans-init"], agent.config["seed"])
         eval_codes = eval_codes if instruction.evaluation["fused-eval"] else None
     if instruction.next_seed is not None:
         next_codes = agent.query(instruction.round + 1, instruction.batch_size, instruction.next_seed)
+        next_anchor_codes = agent.anchor_codes(instruction.round + 1, instruction.next_seed)
     save_agent(agent, context, instruction.round)
-    return Message(to_records(train_reply(agent.modality, losses, next_codes, scores, eval_codes)), reply_to=msg)
+    reply = train_reply(agent.modality, losses, next_codes, scores, eval_codes, next_anchor_codes)
+    return Message(to_records(reply), reply_to=msg)
 
 
 @app.evaluate()

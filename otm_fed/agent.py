@@ -91,6 +91,15 @@ class ModalityAgent:
         return privatise_codes(codes, self.config["latent-clip"], self.config["latent-noise-multiplier"],
                                np.random.default_rng([seed, self.modality, round_number, 2]))
 
+    def anchor_codes(self, round_number: int, seed: int) -> np.ndarray | None:
+        """The anchors' codes f_m(X_anchors) in anchor order (None without anchors), privatised like
+        every code that leaves the agent."""
+        if self.data.anchors is None:
+            return None
+        codes = self.encode(self.data.anchors)
+        return privatise_codes(codes, self.config["latent-clip"], self.config["latent-noise-multiplier"],
+                               np.random.default_rng([seed, self.modality, round_number, 5]))
+
     # ------------------------------------------------------------------ training
 
     def train(self, instruction: TrainInstruction) -> dict[str, float]:

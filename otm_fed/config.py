@@ -65,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "align-starts": 10,
     "align-refresh": 10,
     "gate-threshold": 0.1,
+    "anchors": 0,
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -77,7 +78,8 @@ BUILTIN_STRATEGIES = ("otm", "local-only")
 POSITIVE_INTS = ("rounds", "batch-size", "local-steps", "latent-dim", "hidden-dim", "eval-every",
                  "kmeans-init", "synthetic-samples", "synthetic-clusters", "min-modalities", "align-starts", "align-refresh")
 NON_NEGATIVE = ("num-modalities", "n-clusters", "barycenter-size", "max-outer", "beta", "eta", "mmd-weight", "synthetic-weak-view",
-                "latent-clip", "latent-noise-multiplier", "fold", "supervised-weight", "gate-threshold")
+                "latent-clip", "latent-noise-multiplier", "fold", "supervised-weight", "gate-threshold",
+                "anchors")
 
 
 class ConfigError(ValueError):

@@ -24,6 +24,9 @@ affine phi_m^{-1}: the agent's target is the projection of the mix, expressed in
 
 ``alignment_confidence`` is the label-free gate: how much better the fit is than the fit of a
 structure-free copy of the same codes.
+
+Anchors (optional): K samples held by every agent, whose codes arrive in one shared order. Their
+rows correspond, so orthogonal Procrustes on them gives Q_m in closed form; the batch refines it.
 """
 
 from __future__ import annotations
@@ -147,28 +150,44 @@ class FrameAlignment:
     reference: int
 
 
+def anchor_rotation(x_anchors: np.ndarray, y_anchors: np.ndarray) -> np.ndarray:
+    """Orthogonal Procrustes on the anchors, whose rows correspond: argmin_Q ||x_a Q - y_a||_F."""
+    k = len(x_anchors)
+    return procrustes_rotation(x_anchors, y_anchors, (np.arange(k), np.arange(k), np.full(k, 1.0 / k)))
+
+
 def align_frames(codes: Mapping[int, np.ndarray], rotations: Mapping[int, np.ndarray], gw_starts: int,
-                 rng: np.random.Generator, search: bool = False) -> FrameAlignment:
+                 rng: np.random.Generator, search: bool = False,
+                 anchors: Mapping[int, np.ndarray] | None = None) -> FrameAlignment:
     """phi_m for every modality in ``codes`` (modality id -> Z_m), into the frame of the lowest id
     present (the reference; its own Q is its stored rotation, else I), warm-started from
     ``rotations`` (last round's Q_m). A modality without a stored rotation, or every modality when
-    ``search``, also gets ``gw_starts`` GW starts. The reference's confidence is the largest of the
-    others' (it has someone to learn from if anyone aligns with it)."""
+    ``search``, also gets ``gw_starts`` GW starts. With ``anchors`` (modality id -> the anchors'
+    codes, rows in correspondence) Q_m starts from the Procrustes fit on the anchors alone, the
+    batch only refining it. The reference's confidence is the largest of the others' (it has
+    someone to learn from if anyone aligns with it)."""
     reference = min(codes)
     d = codes[reference].shape[1]
     standardised = {m: standardise(z) for m, z in codes.items()}
-    scaled = {m: (z - standardised[m][0]) / standardised[m][1] for m, z in codes.items()}
+
+    def scaled(m: int, z: np.ndarray) -> np.ndarray:
+        return (z - standardised[m][0]) / standardised[m][1]
+
     frames = {reference: Frame(*standardised[reference], rotations.get(reference, np.eye(d)))}
-    target = scaled[reference] @ frames[reference].rotation
+    target = scaled(reference, codes[reference]) @ frames[reference].rotation
     objectives, confidences = {reference: 0.0}, {}
     for m in sorted(codes):
         if m == reference:
             continue
-        previous = rotations.get(m)
-        starts = gw_starts if previous is None or search else 0
-        rotation, value = fit_rotation(scaled[m], target, previous, starts, rng)
+        x = scaled(m, codes[m])
+        if anchors is not None:
+            start = anchor_rotation(scaled(m, anchors[m]), scaled(reference, anchors[reference]) @ frames[reference].rotation)
+            rotation, value = wasserstein_procrustes(x, target, start)
+        else:
+            previous = rotations.get(m)
+            rotation, value = fit_rotation(x, target, previous, gw_starts if previous is None or search else 0, rng)
         frames[m] = Frame(*standardised[m], rotation)
         objectives[m] = value
-        confidences[m] = alignment_confidence(scaled[m], target, rotation, value, rng)
+        confidences[m] = alignment_confidence(x, target, rotation, value, rng)
     confidences[reference] = max(confidences.values()) if confidences else 0.0
     return FrameAlignment(frames, objectives, dict(sorted(confidences.items())), reference)

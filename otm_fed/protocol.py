@@ -9,7 +9,10 @@ One round:
 
 1. QUERY   server -> agent: config {round, batch-size, seed}.
    reply   agent -> server: config {modality}, arrays {latent-codes: float32 N_m x d}. Only codes:
-           no raw features, labels or sample ids.
+           no raw features, labels or sample ids. With ``anchors`` = K > 0 (beyond the paper) also
+           a record of its own, anchors {anchor-codes: float32 K x d}: the codes of the K anchor
+           samples that every agent holds, in the anchor order all agents share; these rows alone
+           are in correspondence across agents (the batch's rows stay unaligned).
 2. TRAIN   server -> agent: config {round, batch-size, seed}, arrays {mixed-barycenter: float32
            N_B x d, plan-rows/plan-cols: int64, plan-values: float64, plan-shape: int64 [N_B, N_m],
            and optionally server-gradient: float32 N_m x d}; no arrays for local-only training.
@@ -17,7 +20,7 @@ One round:
            next round's batch after training and sends its codes: the encoder is the one the
            next QUERY would use) and the EVALUATE keys (then the agent evaluates after training).
    reply   agent -> server: config {modality}, metrics {loss terms}; with next-seed also arrays
-           {latent-codes}; with evaluation also metrics {eval-purity, eval-acc, eval-nmi,
+           {latent-codes} (and, with anchors, the anchors record); with evaluation also metrics {eval-purity, eval-acc, eval-nmi,
            eval-ari} and, with fused-eval, arrays {eval-codes}.
 3. EVALUATE server -> agent: config {round, n-clusters, kmeans-init, fused-eval}.
    reply   agent -> server: config {modality}, metrics {purity, acc, nmi, ari}; with fused-eval
@@ -46,10 +49,11 @@ from otm_fed.plans import SparsePlan, decode_plan, encode_plan
 from otm_fed.supervised import SCORE_OF_TASK
 
 QUERY, TRAIN, EVALUATE = "query", "train", "evaluate"
-CONFIG_RECORD, ARRAYS_RECORD, METRICS_RECORD = "config", "arrays", "metrics"
-RECORD_NAMES = (CONFIG_RECORD, ARRAYS_RECORD, METRICS_RECORD)
+CONFIG_RECORD, ARRAYS_RECORD, METRICS_RECORD, ANCHORS_RECORD = "config", "arrays", "metrics", "anchors"
+RECORD_NAMES = (CONFIG_RECORD, ARRAYS_RECORD, METRICS_RECORD, ANCHORS_RECORD)
 
 LATENT_CODES = "latent-codes"
+ANCHOR_CODES = "anchor-codes"
 MIXED_BARYCENTER = "mixed-barycenter"
 PLAN_ROWS, PLAN_COLS, PLAN_VALUES, PLAN_SHAPE = "plan-rows", "plan-cols", "plan-values", "plan-shape"
 SERVER_GRADIENT = "server-gradient"
@@ -74,6 +78,22 @@ class Payload:
     config: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    anchors: dict[str, np.ndarray] = field(default_factory=dict)  # the anchor samples' codes only
+
+
+def _anchors(anchor_codes: np.ndarray | None) -> dict[str, np.ndarray]:
+    return {} if anchor_codes is None else {ANCHOR_CODES: np.asarray(anchor_codes, np.float32)}
+
+
+def _read_anchors(what: str, payload: Payload, latent_dim: int, n_anchors: int) -> np.ndarray | None:
+    """The anchors record: exactly K = ``n_anchors`` rows of width d, or absent when K = 0."""
+    _expect_keys(f"{what} anchors", payload.anchors, {ANCHOR_CODES} if n_anchors else set())
+    if not n_anchors:
+        return None
+    codes = _matrix("anchor codes", payload.anchors[ANCHOR_CODES], np.float32, latent_dim)
+    if codes.shape[0] != n_anchors:
+        raise ProtocolError(f"anchor codes have {codes.shape[0]} rows, the run has {n_anchors} anchors")
+    return codes
 
 
 def _expect_keys(what: str, found: Mapping[str, Any], required: set[str], optional: set[str] = frozenset()) -> None:
@@ -130,17 +150,19 @@ def read_query_request(payload: Payload) -> tuple[int, int, int]:
     return _int("round", config["round"], 1), _int("batch-size", config["batch-size"], 1), _int("seed", config["seed"])
 
 
-def codes_reply(modality: int, codes: np.ndarray) -> Payload:
-    return Payload(config={"modality": modality}, arrays={LATENT_CODES: np.asarray(codes, np.float32)})
+def codes_reply(modality: int, codes: np.ndarray, anchor_codes: np.ndarray | None = None) -> Payload:
+    return Payload(config={"modality": modality}, arrays={LATENT_CODES: np.asarray(codes, np.float32)},
+                   anchors=_anchors(anchor_codes))
 
 
-def read_codes_reply(payload: Payload, latent_dim: int, max_rows: int) -> tuple[int, np.ndarray]:
-    """(modality, Z_m) from a QUERY reply, or ProtocolError."""
+def read_codes_reply(payload: Payload, latent_dim: int, max_rows: int,
+                     n_anchors: int = 0) -> tuple[int, np.ndarray, np.ndarray | None]:
+    """(modality, Z_m, the anchors' codes or None) from a QUERY reply, or ProtocolError."""
     _expect_keys("codes reply config", payload.config, {"modality"})
     _expect_keys("codes reply arrays", payload.arrays, {LATENT_CODES})
     _expect_keys("codes reply metrics", payload.metrics, set())
     codes = _matrix("latent codes", payload.arrays[LATENT_CODES], np.float32, latent_dim, max_rows)
-    return _modality(payload), codes
+    return _modality(payload), codes, _read_anchors("codes reply", payload, latent_dim, n_anchors)
 
 
 # --------------------------------------------------------------------------- TRAIN
@@ -239,11 +261,14 @@ def metrics_reply(modality: int, metrics: Mapping[str, float], arrays: Mapping[s
 
 
 def train_reply(modality: int, losses: Mapping[str, float], next_codes: np.ndarray | None = None,
-                scores: Mapping[str, float] | None = None, eval_codes: np.ndarray | None = None) -> Payload:
+                scores: Mapping[str, float] | None = None, eval_codes: np.ndarray | None = None,
+                next_anchor_codes: np.ndarray | None = None) -> Payload:
     metrics = {**losses, **{EVAL_PREFIX + name: value for name, value in (scores or {}).items()}}
     arrays = {LATENT_CODES: next_codes, EVAL_CODES: eval_codes}
-    return metrics_reply(modality, metrics, {name: np.asarray(value, np.float32) for name, value in arrays.items()
-                                             if value is not None})
+    reply = metrics_reply(modality, metrics, {name: np.asarray(value, np.float32) for name, value in arrays.items()
+                                              if value is not None})
+    reply.anchors = _anchors(next_anchor_codes)
+    return reply
 
 
 @dataclass
@@ -251,13 +276,14 @@ class TrainReply:
     modality: int
     losses: dict[str, float]
     next_codes: np.ndarray | None = None  # Z_m of the next round's batch
+    next_anchor_codes: np.ndarray | None = None  # with next_codes and anchors: the anchors' codes
     scores: dict[str, float] | None = None
     eval_codes: np.ndarray | None = None
 
 
 def read_train_reply(payload: Payload, latent_dim: int, max_rows: int, next_codes: bool = False,
-                     evaluation: bool = False, fused_eval: bool = False) -> TrainReply:
-    """A TRAIN reply with exactly the parts asked for (next codes, scores, eval codes)."""
+                     evaluation: bool = False, fused_eval: bool = False, n_anchors: int = 0) -> TrainReply:
+    """A TRAIN reply with exactly the parts asked for (next codes with their anchors, scores, eval codes)."""
     _expect_keys("train reply config", payload.config, {"modality"})
     expected_arrays = ({LATENT_CODES} if next_codes else set()) | ({EVAL_CODES} if evaluation and fused_eval else set())
     _expect_keys("train reply arrays", payload.arrays, expected_arrays)
@@ -265,6 +291,7 @@ def read_train_reply(payload: Payload, latent_dim: int, max_rows: int, next_code
         raise ProtocolError("train reply metrics contain NaN or Inf")
     losses = {k: v for k, v in payload.metrics.items() if not k.startswith(EVAL_PREFIX)}
     reply = TrainReply(_modality(payload), losses)
+    reply.next_anchor_codes = _read_anchors("train reply", payload, latent_dim, n_anchors if next_codes else 0)
     if next_codes:
         reply.next_codes = _matrix("latent codes", payload.arrays[LATENT_CODES], np.float32, latent_dim, max_rows)
     scores = {k.removeprefix(EVAL_PREFIX): v for k, v in payload.metrics.items() if k.startswith(EVAL_PREFIX)}

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
+from otm_fed.config import ConfigError
 from otm_fed.data import MultiViewDataset, load_dataset, load_multiview, make_synthetic, normalise_view, view_orders
 from otm_fed.supervised import fold_indices, regression_target
 
@@ -75,6 +77,47 @@ class ModalityData:
     n_classes: int
     train_targets: np.ndarray | None = None
     evaluation_targets: np.ndarray | None = None
+    anchors: np.ndarray | None = None  # the anchor samples' rows, in anchor order (``anchors`` > 0)
+
+
+def checked_anchor_ids(ids: np.ndarray, n_samples: int, source: str) -> np.ndarray:
+    """Anchor ids (file rows, in anchor order) that exist and are distinct, else one ConfigError."""
+    if ids.size == 0:
+        raise ConfigError(f"{source}: no anchor ids")
+    if ids.size > n_samples:
+        raise ConfigError(f"{source}: {ids.size} anchors, but the data has only {n_samples} samples")
+    unknown = ids[(ids < 0) | (ids >= n_samples)]
+    if unknown.size:
+        raise ConfigError(f"{source}: unknown anchor ids {unknown[:5].tolist()} (samples are 0..{n_samples - 1})")
+    values, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise ConfigError(f"{source}: duplicated anchor ids {values[counts > 1][:5].tolist()}")
+    return ids
+
+
+def anchor_ids(config: Mapping[str, Any], n_samples: int) -> np.ndarray | None:
+    """Simulation: the ``anchors`` = K samples that every agent holds (a seeded draw of file rows, in
+    anchor order), or None without anchors."""
+    count = config["anchors"]
+    if not count:
+        return None
+    if count > n_samples:
+        raise ConfigError(f"anchors = {count}, but the data has only {n_samples} samples")
+    return np.random.default_rng([config["seed"], 4]).choice(n_samples, count, replace=False)
+
+
+def read_anchor_file(path: str, n_samples: int, expected: int) -> np.ndarray:
+    """A site's anchor ids (deployment): one row number of its data file per line, in the anchor
+    order every site shares (``#`` starts a comment); ``expected`` = the run's ``anchors``."""
+    try:
+        lines = [line.split("#")[0].strip() for line in Path(path).read_text().splitlines()]
+        ids = np.array([int(line) for line in lines if line], dtype=np.int64)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"anchors file {path}: {error}") from error
+    ids = checked_anchor_ids(ids, n_samples, f"anchors file {path}")
+    if ids.size != expected:
+        raise ConfigError(f"anchors file {path}: {ids.size} ids, but the run has anchors = {expected}")
+    return ids
 
 
 @functools.lru_cache(maxsize=2)
@@ -83,25 +126,30 @@ def site_dataset(data_path: str) -> MultiViewDataset:
     return load_multiview(data_path)
 
 
-def modality_data(config: Mapping[str, Any], modality: int, data_path: str = "") -> ModalityData:
+def modality_data(config: Mapping[str, Any], modality: int, data_path: str = "", anchors_file: str = "") -> ModalityData:
     """View m of the scenario's dataset, normalised with its own statistics only, training rows
     permuted independently of every other view unless the scenario is aligned. Supervised:
     training rows are the fold's training rows (so permuted), evaluation rows its test fold in
     file order.
 
     In deployment a site reads its own file ``data_path`` instead: a single-view file is its
-    modality's view; a multi-view file is read at view ``modality``."""
+    modality's view; a multi-view file is read at view ``modality``. With ``anchors`` the agent also
+    holds the anchor rows: the simulation's seeded draw, or in deployment its ``anchors_file``."""
     dataset = site_dataset(data_path) if data_path else scenario_dataset(config)
     view_index = 0 if data_path and dataset.n_views == 1 else modality
     if not 0 <= view_index < dataset.n_views:
         raise ValueError(f"modality {modality} does not exist: {dataset.name} has {dataset.n_views} views")
     view = normalise_view(dataset.views[view_index], view_normalisation(config, modality))
     order = training_order(config, modality, dataset.labels)
+    ids = read_anchor_file(anchors_file, len(view), config["anchors"]) if anchors_file and config["anchors"] \
+        else anchor_ids(config, len(view))
+    anchors = None if ids is None else view[ids]
     if config["task"] == "clustering":
-        return ModalityData(view[order], view, dataset.labels, dataset.n_classes)
+        return ModalityData(view[order], view, dataset.labels, dataset.n_classes, anchors=anchors)
     test = fold_indices(dataset.labels, config["n-folds"], config["fold"], config["seed"])[1]
     targets = scenario_targets(config) if config["task"] == "regression" else dataset.labels
-    return ModalityData(view[order], view[test], dataset.labels[test], dataset.n_classes, targets[order], targets[test])
+    return ModalityData(view[order], view[test], dataset.labels[test], dataset.n_classes, targets[order], targets[test],
+                        anchors)
 
 
 def training_order(config: Mapping[str, Any], modality: int, labels: np.ndarray) -> np.ndarray:

@@ -61,9 +61,11 @@ def simulate(args: argparse.Namespace) -> int:
         overrides["resume"] = "true"
         args.scenario, args.out = str(Path(args.resume) / CONFIG_FILE), args.resume
     config = resolve_config(args.scenario, overrides)
-    from otm_fed.scenario import scenario_dataset
+    from otm_fed.scenario import anchor_ids, scenario_dataset
 
-    n_modalities = config["num-modalities"] or scenario_dataset(config).n_views
+    dataset = scenario_dataset(config)
+    anchor_ids(config, len(dataset.labels))  # refuses more anchors than samples before any round
+    n_modalities = config["num-modalities"] or dataset.n_views
     run_dir = Path(args.out) if args.out else Path("runs") / f"{config['scenario']}-{config['strategy']}-{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"otm-fed: scenario {config['scenario']} ({config['dataset']}, {n_modalities} modalities), "
           f"strategy {config['strategy']}, {config['rounds']} rounds -> {run_dir}", flush=True)

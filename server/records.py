@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from otm_fed.protocol import ARRAYS_RECORD, CONFIG_RECORD, METRICS_RECORD, Payload, ProtocolError
+from otm_fed.protocol import ANCHORS_RECORD, ARRAYS_RECORD, CONFIG_RECORD, METRICS_RECORD, RECORD_NAMES, Payload, ProtocolError
 
 
 def array_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
@@ -27,12 +27,14 @@ def to_records(payload: Payload) -> RecordDict:
         records[ARRAYS_RECORD] = array_record(payload.arrays)
     if payload.metrics:
         records[METRICS_RECORD] = MetricRecord(dict(payload.metrics))
+    if payload.anchors:
+        records[ANCHORS_RECORD] = array_record(payload.anchors)
     return RecordDict(records)
 
 
 def from_records(content: RecordDict) -> Payload:
-    """The Payload in a message; any record other than the protocol's three is refused."""
-    extra = set(content.keys()) - {CONFIG_RECORD, ARRAYS_RECORD, METRICS_RECORD}
+    """The Payload in a message; any record other than the protocol's is refused."""
+    extra = set(content.keys()) - set(RECORD_NAMES)
     if extra:
         raise ProtocolError(f"unexpected records {sorted(extra)}")
     payload = Payload()
@@ -42,9 +44,11 @@ def from_records(content: RecordDict) -> Payload:
         payload.arrays = numpy_arrays(content.array_records[ARRAYS_RECORD])
     if METRICS_RECORD in content:
         payload.metrics = dict(content.metric_records[METRICS_RECORD])
+    if ANCHORS_RECORD in content:
+        payload.anchors = numpy_arrays(content.array_records[ANCHORS_RECORD])
     return payload
 
 
 def payload_bytes(payload: Payload) -> int:
     """Bytes of array data a payload carries (what dominates its size on the wire)."""
-    return int(sum(value.nbytes for value in payload.arrays.values()))
+    return int(sum(value.nbytes for part in (payload.arrays, payload.anchors) for value in part.values()))

@@ -84,6 +84,8 @@ class OTMStrategy(Strategy):
         self.node_of: dict[int, int] = {}  # modality -> node id, learnt from replies
         self.codes: dict[int, np.ndarray] = {}
         self.next_codes: dict[int, np.ndarray] = {}  # modality -> codes piggy-backed for the next round
+        self.anchor_codes: dict[int, np.ndarray] = {}  # modality -> its anchors' codes (``anchors`` > 0)
+        self.next_anchor_codes: dict[int, np.ndarray] = {}
         self.sent_to: dict[str, int] = {}  # message id -> node id, of the exchange in flight
         self.trained_as: dict[int, int] = {}  # node id -> modality it was sent TRAIN for
         self.failure_counts: dict[int, int] = {}
@@ -111,13 +113,15 @@ class OTMStrategy(Strategy):
     def align(self, server_round: int, codes: Mapping[int, np.ndarray]) -> FrameAlignment | None:
         """Each modality's map into the common frame (``otm_fed.frames``), warm-started from last
         round's rotations, with fresh GW starts for a new modality and every ``align-refresh``
-        rounds; None with ``align = none`` (the paper: codes mixed as they come)."""
+        rounds, or fitted on the anchors' codes with ``anchors``; None with ``align = none`` (the
+        paper: codes mixed as they come)."""
         if self.config["align"] == "none":
             return None
         rng = np.random.default_rng([self.config["seed"], server_round, 3])
         search = server_round % self.config["align-refresh"] == 0
+        anchors = {m: self.anchor_codes[m].astype(np.float64) for m in codes} if self.config["anchors"] else None
         alignment = align_frames({m: codes[m].astype(np.float64) for m in codes}, self.rotations,
-                                 self.config["align-starts"], rng, search)
+                                 self.config["align-starts"], rng, search, anchors)
         self.rotations.update({m: frame.rotation for m, frame in alignment.frames.items()})
         return alignment
 
@@ -234,12 +238,14 @@ class OTMStrategy(Strategy):
 
         def read(payload: Payload) -> TrainReply:
             return read_train_reply(payload, self.config["latent-dim"], self.config["batch-size"], piggybacked,
-                                    evaluation, self.config["fused-eval"])
+                                    evaluation, self.config["fused-eval"], self.config["anchors"])
 
         for reply in self.accepted_replies(replies, TRAIN, read, losses, attrgetter("modality"), self.trained_as):
             losses[reply.modality] = reply.losses
             if reply.next_codes is not None:
                 self.next_codes[reply.modality] = reply.next_codes
+            if reply.next_anchor_codes is not None:
+                self.next_anchor_codes[reply.modality] = reply.next_anchor_codes
             if reply.scores is not None:
                 scores[reply.modality] = reply.scores
             if reply.eval_codes is not None:
@@ -409,12 +415,15 @@ class OTMStrategy(Strategy):
     def collect_codes(self, server_round: int, grid: Grid, node_ids: list[int]) -> None:
         """QUERY the nodes whose codes are not held yet; keep each valid reply's codes under the
         modality it states."""
-        def read(payload: Payload) -> tuple[int, np.ndarray]:
-            return read_codes_reply(payload, self.config["latent-dim"], self.config["batch-size"])
+        def read(payload: Payload) -> tuple[int, np.ndarray, np.ndarray | None]:
+            return read_codes_reply(payload, self.config["latent-dim"], self.config["batch-size"],
+                                    self.config["anchors"])
 
         replies = self.exchange(grid, self.query_messages(server_round, grid, node_ids), QUERY)
-        for modality, codes in self.accepted_replies(replies, QUERY, read, self.codes):
+        for modality, codes, anchor_codes in self.accepted_replies(replies, QUERY, read, self.codes):
             self.codes[modality] = codes
+            if anchor_codes is not None:
+                self.anchor_codes[modality] = anchor_codes
 
     def start(self, grid: Grid, initial_arrays: ArrayRecord | None = None, num_rounds: int | None = None,
               timeout: float | None = None, **_: Any) -> dict[str, Any]:
@@ -476,7 +485,8 @@ class OTMStrategy(Strategy):
         """Codes (piggy-backed or QUERYed), the mix, TRAIN, when at least min-modalities answered."""
         query_start = time.perf_counter()
         self.codes = {m: codes for m, codes in self.next_codes.items() if self.node_of.get(m) in self.node_ids}
-        self.next_codes = {}
+        self.anchor_codes = {m: codes for m, codes in self.next_anchor_codes.items() if m in self.codes}
+        self.next_codes, self.next_anchor_codes = {}, {}
         held = {self.node_of[m] for m in self.codes}
         self.collect_codes(server_round, grid, [node for node in self.node_ids if node not in held])
         for modality, codes in self.codes.items():

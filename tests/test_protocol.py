@@ -31,7 +31,8 @@ def good_codes() -> np.ndarray:
 
 def test_codes_reply_round_trips_through_records():
     payload = from_records(to_records(codes_reply(2, good_codes())))
-    modality, codes = read_codes_reply(payload, latent_dim=D, max_rows=N)
+    modality, codes, anchor_codes = read_codes_reply(payload, latent_dim=D, max_rows=N)
+    assert anchor_codes is None
     assert modality == 2
     np.testing.assert_array_equal(codes, good_codes())
 

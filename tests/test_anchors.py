@@ -1,0 +1,106 @@
+"""Anchors (beyond the paper): K samples every agent holds, whose codes travel in a record of their own."""
+
+import re
+
+import numpy as np
+import pytest
+from scipy.stats import ortho_group
+
+from otm_fed.config import ConfigError, resolve_config
+from otm_fed.frames import align_frames
+from otm_fed.data import normalise_view
+from otm_fed.protocol import ANCHOR_CODES, LATENT_CODES, ProtocolError, codes_reply, read_codes_reply
+from otm_fed.results import read_rounds
+from otm_fed.scenario import anchor_ids, modality_data, read_anchor_file, scenario_dataset, view_normalisation
+from server.inprocess import run_inprocess
+from server.records import from_records, to_records
+from server.strategy import OTMStrategy
+
+AUDIT: list[dict] = []
+
+
+class AnchorAudit(OTMStrategy):
+    """OTM, unchanged, that logs the records and array shapes of every reply it receives."""
+
+    def valid_replies(self, replies, kind):
+        replies = list(replies)
+        for reply in replies:
+            if not reply.has_error():
+                AUDIT.append({"stage": kind, **{name: {key: array.numpy().shape for key, array in record.items()}
+                                                for name, record in reply.content.array_records.items()}})
+        return super().valid_replies(replies, kind)
+
+
+@pytest.mark.parametrize("ids, message", [
+    ("3\n700\n", "unknown anchor ids [700]"),
+    ("3\n5\n3\n", "duplicated anchor ids [3]"),
+    ("3\nx\n", "invalid literal"),
+])
+def test_bad_anchor_files_are_refused_with_one_clear_error(tmp_path, ids, message):
+    path = tmp_path / "anchors.txt"
+    path.write_text(ids)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        read_anchor_file(str(path), n_samples=600, expected=3)
+
+
+def test_anchor_counts_must_fit_the_data_and_the_run(tmp_path):
+    path = tmp_path / "anchors.txt"
+    path.write_text("# shared reference set\n4\n9  # a comment\n")
+    assert read_anchor_file(str(path), 600, 2).tolist() == [4, 9]
+    with pytest.raises(ConfigError, match="2 ids, but the run has anchors = 3"):
+        read_anchor_file(str(path), 600, 3)
+    with pytest.raises(ConfigError, match="anchors = 700, but the data has only 600 samples"):
+        anchor_ids(resolve_config("synthetic", {"anchors": "700"}), 600)
+
+
+def test_cli_refuses_more_anchors_than_samples_before_any_round(tmp_path, capsys):
+    from server.cli import main
+
+    assert main(["simulate", "--engine", "inprocess", "--set", "anchors=601", "--out", str(tmp_path / "run")]) == 2
+    assert "anchors = 601, but the data has only 600 samples" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_anchors_fix_the_rotation_that_a_wrong_warm_start_would_keep():
+    rng = np.random.default_rng(0)
+    z0 = rng.normal(size=(80, 6)) * np.arange(1, 7)
+    rotation = ortho_group.rvs(6, random_state=1)
+    order = rng.permutation(80)
+    z1 = (3.0 * z0 @ rotation + 1.0)[order]
+    anchors = {0: z0[:5], 1: 3.0 * z0[:5] @ rotation + 1.0}  # the same 5 samples, in one order
+    wrong = {1: ortho_group.rvs(6, random_state=2)}
+    alignment = align_frames({0: z0, 1: z1}, wrong, gw_starts=0, rng=rng, anchors=anchors)
+    np.testing.assert_allclose(alignment.frames[1].rotation, rotation.T, atol=1e-8)
+
+
+def test_codes_reply_carries_exactly_the_run_s_anchors():
+    codes, anchors = np.zeros((8, 4), np.float32), np.ones((3, 4), np.float32)
+    payload = from_records(to_records(codes_reply(1, codes, anchors)))
+    assert read_codes_reply(payload, 4, 8, n_anchors=3)[2].tolist() == anchors.tolist()
+    for expected in (0, 2):
+        with pytest.raises(ProtocolError):
+            read_codes_reply(payload, 4, 8, n_anchors=expected)
+    with pytest.raises(ProtocolError, match="anchors: missing"):
+        read_codes_reply(from_records(to_records(codes_reply(1, codes))), 4, 8, n_anchors=3)
+
+
+def test_wire_audit_anchor_rows_travel_only_in_the_anchor_record(tmp_path):
+    """QUERY and piggy-backed TRAIN replies carry the batch (independent, unaligned rows) in
+    arrays and the K anchors' codes, the only rows in correspondence, in the anchors record; every
+    agent's anchor rows are the same samples, in the same order."""
+    AUDIT.clear()
+    config = resolve_config("synthetic", {"rounds": "3", "eval-every": "3", "synthetic-samples": "240",
+                                          "batch-size": "64", "anchors": "5", "fused-eval": "false",
+                                          "strategy": "tests.test_anchors:AnchorAudit"})
+    rows = read_rounds(run_inprocess(config, 3, tmp_path / "run"))
+    assert len(rows) == 3
+    with_codes = [entry for entry in AUDIT if LATENT_CODES in entry.get("arrays", {})]
+    assert len(with_codes) == 3 + 3 * 2  # round 1's QUERY, then the next codes of rounds 1 and 2
+    for entry in with_codes:
+        assert entry["arrays"] == {LATENT_CODES: (64, 16)} and entry["anchors"] == {ANCHOR_CODES: (5, 16)}
+    assert all("anchors" not in entry for entry in AUDIT if entry not in with_codes)
+    ids, views = anchor_ids(config, 240), scenario_dataset(config).views
+    for m in range(3):
+        own_view = normalise_view(views[m], view_normalisation(config, m))
+        np.testing.assert_array_equal(modality_data(config, m).anchors, own_view[ids])
+    assert all("frames" in row for row in rows)
