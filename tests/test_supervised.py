@@ -181,7 +181,7 @@ def test_supervised_run_on_prokaryotic_beats_chance(tmp_path, data_dir):
     the proteome view and late fusion beat the test fold's majority share 0.568 (63 of 111)."""
     config = resolve_config("prokaryotic", {"task": "classification", "rounds": "12", "eval-every": "12",
                                             "batch-size": "128", "supervised-weight": "10", "data-dir": str(data_dir),
-                                            "noise-levels": "0,0.5"})
+                                            "noise-levels": "0,0.5", "gate-threshold": "0"})  # all mix, every round
     run_dir = run_inprocess(config, 3, tmp_path / "run")
     final = json.loads((run_dir / "summary.json").read_text())["final"]
     per_modality = final["accuracy_per_modality"]
