@@ -129,19 +129,22 @@ def mean_std(values: list[float]) -> str:
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """One line per (dataset, method, setting): mean ± std over seeds."""
     lines = ["| dataset | method | setting | seeds | purity | ACC | NMI | ARI | purity per modality | "
-             "fused purity | fused ACC | plan mass on true counterpart |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "fused purity | fused ACC | plan mass on true counterpart | class mass (chance), last round |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["dataset"], row["method"], row["aligned"]), []).append(row)
     for (dataset, method, aligned), group in groups.items():
         per_modality = np.mean([r["purity_per_modality"] for r in group], axis=0)
         alignment = [r["alignment"]["true_mass"] for r in group if "true_mass" in r.get("alignment", {})]
+        class_mass = [(r["alignment"]["class_mass"], r["alignment"]["class_mass_chance"]) for r in group
+                      if "class_mass" in r.get("alignment", {})]
         cells = [dataset, method, "aligned" if aligned else "unaligned", str(len(group)),
                  *(mean_std([r[name] for r in group]) for name in SCORE_NAMES),
                  ", ".join(f"{v:.3f}" for v in per_modality),
                  mean_std([r["fused_purity"] for r in group]), mean_std([r["fused_acc"] for r in group]),
-                 mean_std(alignment) if alignment else "-"]
+                 mean_std(alignment) if alignment else "-",
+                 f"{mean_std([c for c, _ in class_mass])} ({np.mean([c for _, c in class_mass]):.3f})" if class_mass else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
