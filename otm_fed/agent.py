@@ -18,9 +18,9 @@ import torch
 
 from otm_fed.losses import LossWeights, local_loss, supervised_terms
 from otm_fed.metrics import kmeans_scores
-from otm_fed.mixer import project_to_modality
 from otm_fed.models import WAE, Predictor
 from otm_fed.optim import Adam
+from otm_fed.plans import project_to_modality
 from otm_fed.protocol import TrainInstruction
 from otm_fed.scenario import ModalityData, batch_rows
 from otm_fed.supervised import noisy_copies, score
