@@ -3,10 +3,11 @@
     python benchmarks/deployment_rounds.py [--rounds 3] [--json PATH] [--out runs/deploy-bench]
 
 One LocalFederation (127.0.0.1, TLS, node authentication, 3 SuperNodes, prokaryotic's views from
-../shared/data) runs two apps one after the other: the floor (benchmarks/floor_app: a ClientApp
-that imports torch and replies at once, one exchange per round) and OTM (piggy-backing on, the
-evaluation piggy-backed on the last round's TRAIN). Rows ``{"app": "floor" | "otm-fed", "round",
-"seconds"}``: the floor's as its ServerApp timed each exchange, OTM's from metrics.jsonl
+../shared/data) runs the floor (benchmarks/floor_app: a ClientApp that imports torch and replies
+at once, one exchange per round), then OTM (piggy-backing on, the evaluation piggy-backed on the
+last round's TRAIN), then the floor again, so that a load drifting on a shared machine weighs on
+both. Rows ``{"app": "floor" | "otm-fed", "round", "seconds"}``: the floor's as its ServerApp
+timed each exchange (numbered on through its second run), OTM's from metrics.jsonl
 (``seconds.total``). Prints each round's ratio to the floor's median exchange; the goals are at
 most 1.2x after round 1 and 2.4x for round 1 (its QUERY and TRAIN exchanges).
 """
@@ -35,6 +36,10 @@ def run_app(federation: LocalFederation, app_dir: Path, config: dict) -> None:
         raise SystemExit(f"{app_dir.name}: run failed: {result.stdout}{result.stderr}")
 
 
+def floor_config(rounds: int, out_path: Path) -> dict:
+    return {"rounds": rounds, "num-nodes": N_NODES, "out-path": str(out_path)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -42,15 +47,16 @@ def main() -> None:
     parser.add_argument("--out", default="runs/deploy-bench", help="work folder (keys, logs, run folders)")
     args = parser.parse_args()
     work = Path(args.out).resolve()
-    floor_json = work / "floor.json"
     config = {"scenario": "prokaryotic", "rounds": args.rounds, "eval-every": args.rounds, "num-modalities": N_NODES,
               "n-clusters": 4, "fused-eval": False, "piggyback": True, "out-dir": str(work / "run")}
     with LocalFederation(work / "federation", resolve_data_dir() / DATASET_FILES["prokaryotic"],
                          n_nodes=N_NODES) as federation:
-        run_app(federation, FLOOR_APP, {"rounds": args.rounds, "num-nodes": N_NODES, "out-path": str(floor_json)})
-        run_app(federation, ROOT, config)
+        for app_dir, run_config in ((FLOOR_APP, floor_config(args.rounds, work / "floor-1.json")), (ROOT, config),
+                                    (FLOOR_APP, floor_config(args.rounds, work / "floor-2.json"))):
+            run_app(federation, app_dir, run_config)
+    floor_rows = [row for part in (1, 2) for row in json.loads((work / f"floor-{part}.json").read_text())]
     rounds = read_rounds(work / "run")
-    rows = json.loads(floor_json.read_text()) + [
+    rows = [{**row, "round": number} for number, row in enumerate(floor_rows, 1)] + [
         {"app": "otm-fed", "round": row["round"], "seconds": row["seconds"]["total"]} for row in rounds]
     floor = float(np.median([row["seconds"] for row in rows if row["app"] == "floor"]))
     print(f"floor median exchange {floor:.2f} s")
