@@ -5,7 +5,8 @@ engine pays on every message since it starts one ClientApp process per message. 
 is the same algorithm with the same numbers: the operations of torch's single-tensor Adam
 (``torch.optim.adam._single_tensor_adam``, what ``torch.optim.Adam(params, lr)`` runs on the
 CPU: foreach kernels are only chosen on accelerators), in the same order and float32 arithmetic,
-and the same ``state_dict()["state"]`` layout (``{index: {"step", "exp_avg", "exp_avg_sq"}}``,
+bit for bit (tested against torch's default, single-tensor and foreach paths on the CPU), and
+the same ``state_dict()["state"]`` layout (``{index: {"step", "exp_avg", "exp_avg_sq"}}``,
 ``step`` a float32 scalar tensor), so saved agent states load either way.
 """
 

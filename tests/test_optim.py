@@ -2,6 +2,7 @@
 steps, across a save and restore in the middle, and states that load either way."""
 
 import numpy as np
+import pytest
 import torch
 
 from otm_fed.optim import Adam
@@ -53,11 +54,12 @@ def assert_same(ours: tuple, theirs: tuple) -> None:
             assert torch.equal(state_a[index][slot], state_b[index][slot]), slot
 
 
-def test_adam_is_bitwise_torch_adam_across_a_restore() -> None:
+@pytest.mark.parametrize("foreach", [None, False, True])  # None: torch's default, single-tensor on the CPU
+def test_adam_is_bitwise_torch_adam_across_a_restore(foreach: bool | None) -> None:
     model_a, x, y = model_and_data()
     model_b, _, _ = model_and_data()
     ours = Adam(list(model_a.parameters()), lr=0.01)
-    theirs = torch.optim.Adam(model_b.parameters(), lr=0.01)
+    theirs = torch.optim.Adam(model_b.parameters(), lr=0.01, foreach=foreach)
     train(model_a, ours, x, y, 6)
     train(model_b, theirs, x, y, 6)
     assert_same((model_a, ours), (model_b, theirs))
