@@ -35,7 +35,7 @@ CERT_DAYS = 365
 OFFLINE_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
                "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
 # How often a SuperExec (the one beside the SuperLink, and each SuperNode's) asks for a new app
-# process to start: Flower's default is every 1 s, paid once per message; a poll is one local call.
+# process to start: Flower's default, 1 s, lets each message wait up to 1 s; a poll is one local call.
 SUPEREXEC_POLL_ENV = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1"}
 
 
