@@ -1,9 +1,15 @@
-"""Seconds per round on Flower's deployment engine (loopback, TLS, node auth), piggy-backing on/off.
+"""Seconds per round on Flower's deployment engine against Flower's own floor, side by side.
 
-    python benchmarks/deployment_rounds.py [--rounds 3] [--out runs/deploy-bench]
+    python benchmarks/deployment_rounds.py [--rounds 3] [--json PATH] [--out runs/deploy-bench]
 
-Starts a LocalFederation (SuperLink + one SuperNode per prokaryotic view) per setting and prints
-each round's wall seconds as the ServerApp measured them (metrics.jsonl ``seconds.total``).
+One LocalFederation (127.0.0.1, TLS, node authentication, 3 SuperNodes, prokaryotic's views from
+../shared/data) runs the floor (benchmarks/floor_app: a ClientApp that imports torch and replies
+at once, one exchange per round), then OTM (piggy-backing on, the evaluation piggy-backed on the
+last round's TRAIN), then the floor again, so that a load drifting on a shared machine weighs on
+both. Rows ``{"app": "floor" | "otm-fed", "round", "seconds"}``: the floor's as its ServerApp
+timed each exchange (numbered on through its second run), OTM's from metrics.jsonl
+(``seconds.total``). Prints each round's ratio to the floor's median exchange; the goals are at
+most 1.2x after round 1 and 2.4x for round 1 (its QUERY and TRAIN exchanges).
 """
 
 from __future__ import annotations
@@ -15,32 +21,56 @@ from pathlib import Path
 import numpy as np
 
 from otm_fed.data import DATASET_FILES, resolve_data_dir
-from otm_fed.results import read_rounds
+from otm_fed.results import read_rounds, write_json
 from server.deploy import LocalFederation
 
 ROOT = Path(__file__).resolve().parents[1]
+FLOOR_APP = ROOT / "benchmarks" / "floor_app"
+N_NODES = 3
+GOALS = {"first": 2.4, "later": 1.2}
+
+
+def run_app(federation: LocalFederation, app_dir: Path, config: dict) -> None:
+    result = federation.run(app_dir, config, timeout=1800)
+    if result.returncode != 0:
+        raise SystemExit(f"{app_dir.name}: run failed: {result.stdout}{result.stderr}")
+
+
+def floor_config(rounds: int, out_path: Path) -> dict:
+    return {"rounds": rounds, "num-nodes": N_NODES, "out-path": str(out_path)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", default="runs/deploy-bench")
+    parser.add_argument("--json", help="write the rows here")
+    parser.add_argument("--out", default="runs/deploy-bench", help="work folder (keys, logs, run folders)")
     args = parser.parse_args()
-    data = resolve_data_dir() / DATASET_FILES["prokaryotic"]
-    results = {}
-    for piggyback in (False, True):
-        work = Path(args.out).resolve() / f"piggyback-{str(piggyback).lower()}"
-        config = {"scenario": "prokaryotic", "rounds": args.rounds, "eval-every": args.rounds, "num-modalities": 3,
-                  "n-clusters": 4, "fused-eval": False, "piggyback": piggyback, "out-dir": str(work / "run")}
-        with LocalFederation(work, data, n_nodes=3) as federation:
-            result = federation.run(ROOT, config, timeout=1800)
-        if result.returncode != 0:
-            raise SystemExit(f"run failed: {result.stdout}{result.stderr}")
-        seconds = [row["seconds"]["total"] for row in read_rounds(work / "run")]
-        results[piggyback] = seconds
-        print(f"piggyback={piggyback}: seconds per round {', '.join(f'{s:.1f}' for s in seconds)}; "
-              f"mean {np.mean(seconds):.1f}; purity {json.loads((work / 'run' / 'summary.json').read_text())['final']['purity']:.4f}",
-              flush=True)
+    work = Path(args.out).resolve()
+    config = {"scenario": "prokaryotic", "rounds": args.rounds, "eval-every": args.rounds, "num-modalities": N_NODES,
+              "n-clusters": 4, "fused-eval": False, "piggyback": True, "out-dir": str(work / "run")}
+    with LocalFederation(work / "federation", resolve_data_dir() / DATASET_FILES["prokaryotic"],
+                         n_nodes=N_NODES) as federation:
+        for app_dir, run_config in ((FLOOR_APP, floor_config(args.rounds, work / "floor-1.json")), (ROOT, config),
+                                    (FLOOR_APP, floor_config(args.rounds, work / "floor-2.json"))):
+            run_app(federation, app_dir, run_config)
+    floor_rows = [row for part in (1, 2) for row in json.loads((work / f"floor-{part}.json").read_text())]
+    rounds = read_rounds(work / "run")
+    rows = [{**row, "round": number} for number, row in enumerate(floor_rows, 1)] + [
+        {"app": "otm-fed", "round": row["round"], "seconds": row["seconds"]["total"]} for row in rounds]
+    floor = float(np.median([row["seconds"] for row in rows if row["app"] == "floor"]))
+    print(f"floor median exchange {floor:.2f} s")
+    print(f"{'app':8} {'round':>5} {'seconds':>8} {'x floor':>8}  goal")
+    for row in rows:
+        ratio = row["seconds"] / floor
+        goal = "" if row["app"] == "floor" else GOALS["first" if row["round"] == 1 else "later"]
+        verdict = "" if not goal else f"<= {goal}  {'met' if ratio <= goal else 'missed'}"
+        print(f"{row['app']:8} {row['round']:>5} {row['seconds']:8.2f} {ratio:8.2f}  {verdict}")
+    first = rounds[0]["seconds"]
+    print(f"otm-fed round 1: QUERY {first['query']:.2f} s + TRAIN {first['train']:.2f} s; final purity "
+          f"{json.loads((work / 'run' / 'summary.json').read_text())['final']['purity']:.4f}")
+    if args.json:
+        write_json(args.json, rows)
 
 
 if __name__ == "__main__":

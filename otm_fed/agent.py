@@ -18,8 +18,9 @@ import torch
 
 from otm_fed.losses import LossWeights, local_loss, supervised_terms
 from otm_fed.metrics import kmeans_scores
-from otm_fed.mixer import project_to_modality
 from otm_fed.models import WAE, Predictor
+from otm_fed.optim import Adam
+from otm_fed.plans import project_to_modality
 from otm_fed.protocol import TrainInstruction
 from otm_fed.scenario import ModalityData, batch_rows
 from otm_fed.supervised import noisy_copies, score
@@ -65,7 +66,7 @@ class ModalityAgent:
         if self.predictor is not None:
             self.modules["predictor"] = self.predictor  # h_m (eq. 8)
         parameters = itertools.chain.from_iterable(module.parameters() for module in self.modules.values())
-        self.optimiser = torch.optim.Adam(parameters, lr=config["lr"])
+        self.optimiser = Adam(parameters, lr=config["lr"])
         self.batch_indices: np.ndarray | None = None
         self.batch_round = -1
 

@@ -513,12 +513,6 @@ def mix(codes: Sequence, transport_plans: Sequence, masks) -> np.ndarray:
     return sum(masks[m] * (transport_plans[m] @ codes[m]) for m in range(len(codes))) / mu_b
 
 
-def project_to_modality(mixed_barycenter: np.ndarray, transport_plan: np.ndarray) -> np.ndarray:
-    """Z~_m = diag(1/mu_m) T_m^T Z~_B, eq. 4 (the factor N_m makes an identical modality map to itself)."""
-    mu_m = transport_plan.sum(0)
-    return (transport_plan.T @ mixed_barycenter) / mu_m[:, None]
-
-
 @dataclass
 class MixResult:
     """What the server sends back: Z~_B, the plans T_m, and how they were made."""

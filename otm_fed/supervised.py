@@ -1,13 +1,13 @@
 """Supervised mode (paper eq. 8, Tables 3-5): folds, targets, test-input noise, scores, late fusion.
 
 Flower-free. The agents own their targets (class labels or a continuous target); the server
-sees test targets only in simulation, for the late-fusion diagnostic.
+sees test targets only in simulation, for the late-fusion diagnostic. scikit-learn is imported
+where a fold is split (supervised mode only), since ``otm_fed.config`` imports this module.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold
 
 TASKS = ("clustering", "classification", "regression")
 LOSSES = {"classification": ("ce",), "regression": ("mae", "mse")}
@@ -17,6 +17,8 @@ SCORE_OF_TASK = {"classification": "accuracy", "regression": "mae"}
 def fold_indices(labels: np.ndarray, n_folds: int, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, test rows) of fold ``fold`` of a seeded stratified ``n_folds``-fold split;
     both in file order (the test set is aligned across modalities)."""
+    from sklearn.model_selection import StratifiedKFold
+
     if n_folds < 2:
         raise ValueError(f"n_folds must be at least 2, got {n_folds}")
     if not 0 <= fold < n_folds:

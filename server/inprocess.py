@@ -31,13 +31,16 @@ FIRST_NODE_ID = 1001
 class InProcessGrid(Grid):
     """Delivers each message to its node's ClientApp in this process and returns the reply.
 
-    A handler that raises becomes an error reply (code CLIENT_APP_RAISED_EXCEPTION), and a reply
-    that took longer than ``timeout`` is dropped, as ``send_and_receive`` does in Flower.
+    A handler that raises becomes an error reply (code CLIENT_APP_RAISED_EXCEPTION). Nodes run
+    one after another but each as if alone: a reply that took a node longer than the timeout
+    (``send_and_receive``'s ``timeout``; for ``push_messages``, ``reply_timeout``, the round
+    timeout the ServerApp waits) is dropped, as a late reply is on Flower's engines.
     """
 
     def __init__(self, client_app: ClientApp, run_config: Mapping[str, Any], num_nodes: int,
-                 run_id: int = 1) -> None:
+                 run_id: int = 1, reply_timeout: float | None = None) -> None:
         self.client_app = client_app
+        self.reply_timeout = reply_timeout
         self._run = Run.create_empty(run_id=run_id)
         self.contexts = {
             FIRST_NODE_ID + index: Context(run_id=run_id, node_id=FIRST_NODE_ID + index,
@@ -74,11 +77,18 @@ class InProcessGrid(Grid):
                             reply_to=message)
         return reply
 
+    def deliver_within(self, message: Message, timeout: float | None) -> Message | None:
+        """The reply, or None when it took longer than ``timeout`` seconds."""
+        start = time.perf_counter()
+        reply = self.deliver(message)
+        return reply if timeout is None or time.perf_counter() - start <= timeout else None
+
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         ids = []
         for message in messages:
-            reply = self.deliver(message)
-            self.replies[message.metadata.message_id] = reply
+            reply = self.deliver_within(message, self.reply_timeout)
+            if reply is not None:
+                self.replies[message.metadata.message_id] = reply
             ids.append(message.metadata.message_id)
         return ids
 
@@ -86,13 +96,8 @@ class InProcessGrid(Grid):
         return [self.replies.pop(message_id) for message_id in message_ids if message_id in self.replies]
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        replies = []
-        for message in messages:
-            start = time.perf_counter()
-            reply = self.deliver(message)
-            if timeout is None or time.perf_counter() - start <= timeout:
-                replies.append(reply)
-        return replies
+        replies = (self.deliver_within(message, timeout) for message in messages)
+        return [reply for reply in replies if reply is not None]
 
 
 def run_inprocess(config: Mapping[str, Any], num_nodes: int, run_dir: str | Path,
@@ -109,6 +114,6 @@ def run_inprocess(config: Mapping[str, Any], num_nodes: int, run_dir: str | Path
     RunRecorder(run_dir, config)
     run_config = {**DEFAULTS, "scenario": str(run_dir / CONFIG_FILE), "out-dir": str(run_dir)}
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID
-    grid = InProcessGrid(client_app, run_config, num_nodes)
+    grid = InProcessGrid(client_app, run_config, num_nodes, reply_timeout=config["round-timeout"])
     server_app(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
     return run_dir

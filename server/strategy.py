@@ -44,6 +44,7 @@ from otm_fed.protocol import (
 from otm_fed.supervised import SCORE_OF_TASK, late_fusion, parse_noise_levels, score
 from otm_fed.results import EVAL_CODES_FILE, RunRecorder
 from server.records import from_records, payload_bytes, to_records
+from server.replies import send_and_receive
 
 log = logging.getLogger("otm_fed.server")
 Reply = TypeVar("Reply")
@@ -333,9 +334,10 @@ class OTMStrategy(Strategy):
     # ------------------------------------------------------------------ exchanges and failures
 
     def exchange(self, grid: Grid, messages: Iterable[Message], kind: str) -> list[Message]:
-        """Send and wait up to ``round-timeout``; a node whose reply did not come is recorded."""
+        """Send and wait up to ``round-timeout``, pulling replies every 0.1 s (``server.replies``:
+        Flower's own ``send_and_receive`` pulls every 3 s); a node whose reply did not come is recorded."""
         messages = list(messages)
-        replies = list(grid.send_and_receive(messages, timeout=self.config["round-timeout"])) if messages else []
+        replies = send_and_receive(grid, messages, self.config["round-timeout"])
         self.sent_to = {message.metadata.message_id: message.metadata.dst_node_id for message in messages}
         answered = {self.reply_node(reply) for reply in replies}
         for node in sorted(set(self.sent_to.values()) - answered):

@@ -68,3 +68,44 @@ def test_server_app_process_never_loads_torch():
 
     check = "import sys, server.server_app; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", check], timeout=120).returncode == 0
+
+
+CLIENT_MESSAGES = """
+import sys
+import numpy as np
+from flwr.app import Message
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.supercore.task_identity import TaskIdentity
+from clients.client_app import app
+from otm_fed.config import DEFAULTS
+from otm_fed.protocol import query_request, read_codes_reply, train_request
+from server.inprocess import FIRST_NODE_ID, InProcessGrid
+from server.records import from_records, to_records
+
+TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID
+grid = InProcessGrid(app, {**DEFAULTS, "synthetic-samples": 120, "batch-size": 32}, num_nodes=1)
+
+def handle(payload, kind):
+    reply = grid.deliver(Message(to_records(payload), dst_node_id=FIRST_NODE_ID, message_type=kind))
+    assert not reply.has_error(), reply.error
+    return from_records(reply.content)
+
+_, codes, _ = read_codes_reply(handle(query_request(1, 32, 7), "query"), 16, 32)
+plan = np.eye(len(codes)) / len(codes)
+handle(train_request(1, 32, 7, codes, plan, next_seed=8), "train")
+handle(train_request(2, 32, 8, codes, plan), "train")
+sys.exit(" ".join(name for name in ("ot", "sklearn", "scipy.optimize", "torch._dynamo") if name in sys.modules) or None)
+"""
+
+
+def test_client_app_process_loads_only_what_a_message_needs():
+    """Flower's deployment engine starts a ClientApp process per message, so whatever it imports
+    is paid per message: a QUERY and two TRAINs (restored from Context.state) load neither POT
+    (about 5 s) nor scikit-learn and scipy.optimize (evaluation only) nor torch._dynamo (which
+    building a torch.optim optimiser imports, about 4 s). torch.optim itself comes with
+    ``import torch``."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", CLIENT_MESSAGES], timeout=180, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

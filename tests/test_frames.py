@@ -6,7 +6,8 @@ from scipy.stats import ortho_group
 
 from otm_fed.config import resolve_config
 from otm_fed.frames import Frame, align_frames, alignment_confidence, standardise, wasserstein_procrustes
-from otm_fed.mixer import OTMixer, project_to_modality
+from otm_fed.mixer import OTMixer
+from otm_fed.plans import project_to_modality
 from otm_fed.protocol import read_train_request
 from server.strategy import OTMStrategy
 

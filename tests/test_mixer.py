@@ -15,12 +15,11 @@ from otm_fed.mixer import (
     fgw_objective,
     mix,
     pairwise_distances,
-    project_to_modality,
     sample_masks,
     solve_fgw_plan,
     squared_distances,
 )
-from otm_fed.plans import SparsePlan, decode_plan, encode_plan
+from otm_fed.plans import SparsePlan, decode_plan, encode_plan, project_to_modality
 
 
 def clustered(n: int, d: int = 6, n_clusters: int = 4, seed: int = 0) -> np.ndarray:
