@@ -1,0 +1,141 @@
+"""Run folders that never lose or mix results, and user errors that are one line (issue 14,
+items 1, 2, 4, 5): all on the in-process engine, through the command line."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from otm_fed import results
+from otm_fed.config import resolve_config
+from otm_fed.results import new_run_dir, read_rounds, write_atomically
+from server.cli import main
+
+SMALL = ["--engine", "inprocess", "--set", "synthetic-samples=120", "--set", "batch-size=32", "--set", "eval-every=2"]
+
+
+def simulate(*args: str) -> int:
+    return main(["simulate", *SMALL, *args])
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    assert simulate("--rounds", "2", "--out", str(run_dir)) == 0
+    return run_dir
+
+
+def snapshot(run_dir: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in run_dir.iterdir() if path.is_file()}
+
+
+def test_resume_of_a_finished_run_changes_nothing_and_says_so(finished_run, capsys):
+    before = snapshot(finished_run)
+    assert main(["simulate", "--engine", "inprocess", "--resume", str(finished_run)]) == 0
+    assert "already finished its 2 rounds; nothing to do" in capsys.readouterr().out
+    assert snapshot(finished_run) == before
+    assert json.loads(before["summary.json"])["final"]["purity"] > 0
+
+
+def test_resume_refuses_options_that_would_change_the_run(finished_run, tmp_path, capsys):
+    before = snapshot(finished_run)
+    for extra in (["--scenario", "orl"], ["--out", str(tmp_path / "elsewhere")], ["--seed", "3"],
+                  ["--data", "x.mat"]):
+        assert main(["simulate", "--resume", str(finished_run), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("otm-fed: error: --resume continues") and "\n" not in err
+    assert main(["simulate", "--resume", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    assert snapshot(finished_run) == before and not (tmp_path / "elsewhere").exists()
+
+
+def test_resume_with_more_rounds_extends_and_records_the_extension(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert simulate("--rounds", "2", "--out", str(run_dir)) == 0
+    assert main(["simulate", "--engine", "inprocess", "--resume", str(run_dir), "--rounds", "3"]) == 0
+    assert "extending the finished run" in capsys.readouterr().out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["rounds"] == 3 and summary["extended_from"] == [2] and summary["final"]["purity"] > 0
+    assert [(row["round"], row.get("extension_of")) for row in read_rounds(run_dir)] == [(1, None), (2, None), (3, 2)]
+    assert resolve_config(str(run_dir / "config.toml"))["rounds"] == 3
+
+
+def test_out_on_an_existing_run_is_refused_and_leaves_it_whole(finished_run, capsys):
+    before = snapshot(finished_run)
+    assert simulate("--rounds", "2", "--out", str(finished_run)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"otm-fed: error: {finished_run} already holds a run; continue it with --resume {finished_run}, "
+                   "or choose another --out (or none, for a new folder)")
+    assert snapshot(finished_run) == before
+    assert [row["round"] for row in read_rounds(finished_run)] == [1, 2]
+
+
+def test_default_run_folders_are_unique(tmp_path):
+    config = resolve_config("synthetic", {"strategy": "tests.module:Class"})
+    folders = {new_run_dir(config, tmp_path) for _ in range(50)}
+    assert len(folders) == 50 and all(folder.is_dir() and ":" not in folder.name for folder in folders)
+
+
+def test_default_run_folder_takes_a_suffix_when_the_name_is_taken(tmp_path, monkeypatch):
+    monkeypatch.setattr(results.time, "time_ns", lambda: 1_700_000_000_000_000_000)
+    config = resolve_config("synthetic")
+    first, second = new_run_dir(config, tmp_path), new_run_dir(config, tmp_path)
+    assert second.name == first.name + "-1"
+
+
+def test_an_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "summary.json"
+    write_atomically(path, "old\n")
+
+    def crash(*_):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(results.os, "fsync", crash)
+    with pytest.raises(OSError):
+        write_atomically(path, "new\n")
+    assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_unwritable_out_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert simulate("--rounds", "1", "--out", str(tmp_path / "file" / "run")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"otm-fed: error: cannot create the run folder {tmp_path / 'file' / 'run'}")
+    assert "\n" not in err and "Traceback" not in err
+
+
+def test_ctrl_c_is_one_line_with_the_resume_hint(tmp_path, monkeypatch, capsys):
+    import server.inprocess
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(server.inprocess, "run_inprocess", interrupted)
+    assert simulate("--rounds", "2", "--out", str(tmp_path / "run")) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == f"otm-fed: interrupted; continue it exactly with: otm-fed simulate --resume {tmp_path / 'run'}"
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("normalisation=tf-idf", "normalisation 'tf-idf' is not one of"),
+    ("batch-size=100000", "batch-size 100000 is larger than the 120 training rows"),
+    ("normalisation=zscore,l2", "normalisation lists 2 methods, but synthetic has 3 views"),
+    ("rounds=abc", "rounds must be an integer, got 'abc'"),
+    ("num-modalities=4", "4 modalities asked for, but synthetic has 3 views"),
+])
+def test_config_errors_come_before_any_round(tmp_path, capsys, setting, message):
+    assert simulate("--set", setting, "--out", str(tmp_path / "run")) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_deploy_demo_refuses_more_nodes_than_views(tmp_path, capsys):
+    data = tmp_path / "three.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, X0=rng.normal(size=(30, 4)), X1=rng.normal(size=(30, 3)), X2=rng.normal(size=(30, 2)),
+             y=np.arange(30) % 3)
+    assert main(["deploy", "demo", "--data", str(data), "--nodes", "5", "--work", str(tmp_path / "work")]) == 2
+    assert capsys.readouterr().err.strip() == f"otm-fed: error: --nodes 5: {data} has 3 views, one per SuperNode"
+    assert not (tmp_path / "work").exists()
