@@ -1,7 +1,7 @@
 """``otm-fed``: the command line.
 
-    otm-fed simulate [--scenario NAME|PATH] [--rounds N] [--seed S] [--out DIR] [--engine simulation|inprocess]
-                     [--set key=value ...] [--resume RUN_DIR]
+    otm-fed simulate [--scenario NAME|PATH | --data FILE] [--normalisation METHOD[,METHOD...]] [--rounds N]
+                     [--seed S] [--out DIR] [--engine simulation|inprocess] [--set key=value ...] [--resume RUN_DIR]
     otm-fed deploy certs --out DIR [--host NAME_OR_IP ...]
     otm-fed deploy node-key --out DIR --name NAME
     otm-fed deploy federation --name NAME --address HOST:PORT --ca CA_CERT [--flwr-home DIR]
@@ -11,14 +11,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 from pathlib import Path
 
 from otm_fed.config import ConfigError, resolve_config
-from otm_fed.results import CONFIG_FILE, SUMMARY_FILE
+from otm_fed.results import (CONFIG_FILE, SUMMARY_FILE, format_summary, is_finished, new_run_dir, open_run_dir,
+                             read_summary, rounds_done)
+from otm_fed.scenario import check_fits, scenario_dataset, with_absolute_data
 
 APP_DIR = Path(__file__).resolve().parent.parent
 
@@ -33,38 +33,68 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
     return overrides
 
 
-def print_final_table(summary: dict) -> None:
-    final = summary["final"]
-    print(f"\n{summary['scenario']} / {summary['strategy']}: {summary['rounds']} rounds, seed {summary['seed']}, "
-          f"{summary['wall_seconds']:.1f} s")
-    supervised = [name for name in ("accuracy", "mae") if name in final]
-    if supervised:
-        name = supervised[0]
-        print(f"| {name} | mean | per modality | late fusion |\n|---|---|---|---|")
-        per = ", ".join(f"{v:.4f}" for v in final[f"{name}_per_modality"])
-        print(f"| test fold | {final[name]:.4f} | {per} | {final.get(f'late_fusion_{name}', float('nan')):.4f} |")
-        return
-    print("| metric | mean | per modality |\n|---|---|---|")
-    for name in ("purity", "acc", "nmi", "ari"):
-        per = ", ".join(f"{v:.4f}" for v in final.get(f"{name}_per_modality", []))
-        print(f"| {name} | {final.get(name, float('nan')):.4f} | {per} |")
-    if "fused_purity" in final:
-        print(f"| fused purity (concatenated aligned codes) | {final['fused_purity']:.4f} | |")
+def resume_arguments(args: argparse.Namespace, overrides: dict[str, str]) -> str | None:
+    """Point a ``--resume RUN_DIR`` at the run folder's own config; returns the message to print
+    and stop with when there is nothing to do (a finished run not asked for more rounds).
+
+    Options that would silently change the run are refused: ``--scenario``, ``--data``,
+    ``--normalisation``, a different ``--out`` or ``--seed``. ``--rounds N`` beyond a finished
+    run's length extends it (the new rounds are recorded as an extension)."""
+    run_dir = Path(args.resume)
+    conflicts = [flag for flag, value in (("--scenario", args.scenario), ("--data", args.data),
+                                          ("--normalisation", args.normalisation)) if value is not None]
+    if args.out and Path(args.out).resolve() != run_dir.resolve():
+        conflicts.append("--out")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ConfigError(f"--resume {run_dir}: not a run folder (no {CONFIG_FILE})")
+    saved = resolve_config(str(run_dir / CONFIG_FILE))
+    if args.seed is not None and args.seed != saved["seed"]:
+        conflicts.append("--seed")
+    if conflicts:
+        raise ConfigError(f"--resume continues {run_dir} with its own config; drop {', '.join(conflicts)} "
+                          "(or start a new run without --resume)")
+    done, target = rounds_done(run_dir), args.rounds or saved["rounds"]
+    finished = is_finished(run_dir, saved["rounds"])
+    if finished and target <= done:
+        return (f"otm-fed: {run_dir} already finished its {done} rounds; nothing to do, its files are untouched "
+                f"(to add rounds: otm-fed simulate --resume {run_dir} --rounds N, N > {done})")
+    if target < done:
+        raise ConfigError(f"--rounds {target} is fewer than the {done} rounds {run_dir} has done")
+    if finished:
+        print(f"otm-fed: extending the finished run {run_dir} from {done} to {target} rounds; rounds "
+              f"{done + 1}-{target} are recorded as an extension (extension_of, extended_from)", flush=True)
+    overrides["resume"] = "true"
+    args.scenario, args.out = str(run_dir / CONFIG_FILE), str(run_dir)
+    return None
 
 
 def simulate(args: argparse.Namespace) -> int:
     overrides = parse_assignments(args.set)
-    for key, value in (("rounds", args.rounds), ("seed", args.seed)):
+    for key, value in (("rounds", args.rounds), ("seed", args.seed), ("normalisation", args.normalisation)):
         if value is not None:
             overrides[key] = str(value)
-    if args.resume:  # the run folder's own resolved config, continued after its last completed round
-        overrides["resume"] = "true"
-        args.scenario, args.out = str(Path(args.resume) / CONFIG_FILE), args.resume
-    config = resolve_config(args.scenario, overrides)
-    from otm_fed.scenario import scenario_dataset
+    if args.resume:
+        message = resume_arguments(args, overrides)
+        if message:
+            print(message)
+            return 0
+    else:
+        overrides["resume"] = "false"  # a scenario copied from a resumed run must not resume into a new folder
+    if args.data:
+        overrides.update({"dataset": args.data, "scenario": Path(args.data).stem})
+    config = with_absolute_data(resolve_config(args.scenario or (None if args.data else "synthetic"), overrides))
+    dataset = scenario_dataset(config)
+    check_fits(config, dataset)
+    n_modalities = config["num-modalities"] or dataset.n_views
+    if args.engine == "simulation":
+        from server.simulation import backend_config
 
-    n_modalities = config["num-modalities"] or scenario_dataset(config).n_views
-    run_dir = Path(args.out) if args.out else Path("runs") / f"{config['scenario']}-{config['strategy']}-{time.strftime('%Y%m%d-%H%M%S')}"
+        try:
+            backend_config(actors=args.actors)  # the one check of --actors, before anything starts
+        except ValueError as error:
+            raise ValueError(f"--{error}") from None
+    run_dir = open_run_dir(args.out, config["resume"]) if args.out else new_run_dir(config)
+    args.run_dir = run_dir
     print(f"otm-fed: scenario {config['scenario']} ({config['dataset']}, {n_modalities} modalities), "
           f"strategy {config['strategy']}, {config['rounds']} rounds -> {run_dir}", flush=True)
     if args.engine == "inprocess":
@@ -72,26 +102,25 @@ def simulate(args: argparse.Namespace) -> int:
 
         run_dir = run_inprocess(config, n_modalities, run_dir)
     else:
-        from server.simulation import backend_config, run_simulation
+        from server.simulation import run_simulation
 
-        try:
-            backend_config(actors=args.actors)  # the one check of --actors, before anything starts
-        except ValueError as error:
-            print(f"otm-fed: --{error}", file=sys.stderr)
-            return 2
         run_dir = run_simulation(config, n_modalities, run_dir, actors=args.actors)
-    summary_path = run_dir / SUMMARY_FILE
-    if not summary_path.is_file():
+    summary = read_summary(run_dir)
+    if summary is None:
         print(f"otm-fed: the run ended without a summary; see {run_dir}", file=sys.stderr)
         return 1
-    summary = json.loads(summary_path.read_text())
     if not summary["final"]:
         print(f"otm-fed: the run produced no evaluation (every agent failed?); see {run_dir}/metrics.jsonl",
               file=sys.stderr)
         return 1
-    print_final_table(summary)
-    print(f"\nwrote {run_dir}/config.toml, metrics.jsonl, summary.json")
+    print(f"\nwrote {run_dir}/: {', '.join(written_files(run_dir))}")
     return 0
+
+
+def written_files(run_dir: Path) -> list[str]:
+    """The run folder's files and folders, as the closing line names them."""
+    return [entry.name + ("/" if entry.is_dir() else "") for entry in sorted(run_dir.iterdir())
+            if not entry.name.startswith(".")]
 
 
 def deploy(args: argparse.Namespace) -> int:
@@ -123,6 +152,10 @@ def deploy_demo(args: argparse.Namespace, helpers) -> int:
     run_dir = (Path(args.work) / "run").resolve()
     overrides = parse_assignments(args.set)
     typed = resolve_config(args.scenario, overrides)  # refuses a bad key before anything starts
+    if not 1 <= args.nodes <= dataset.n_views:
+        raise ConfigError(f"--nodes {args.nodes}: {args.data} has {dataset.n_views} views, one per SuperNode")
+    check_fits(typed, dataset, args.nodes)
+    open_run_dir(run_dir)  # refuses a folder that holds an earlier demo's run
     run_config = {"scenario": args.scenario, "rounds": args.rounds, "num-modalities": args.nodes,
                   "n-clusters": dataset.n_classes, "fused-eval": False, "out-dir": str(run_dir),
                   **{key: typed[key] for key in overrides}}
@@ -134,7 +167,7 @@ def deploy_demo(args: argparse.Namespace, helpers) -> int:
     if result.returncode != 0 or not (run_dir / SUMMARY_FILE).is_file():
         print(f"otm-fed: the deployed run failed: {result.stderr[-2000:]}", file=sys.stderr)
         return 1
-    print_final_table(json.loads((run_dir / SUMMARY_FILE).read_text()))
+    print(format_summary(read_summary(run_dir)))
     return 0
 
 
@@ -142,7 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="otm-fed", description="Federated multi-modal learning with the OT latent mixer")
     commands = parser.add_subparsers(dest="command", required=True)
     sim = commands.add_parser("simulate", help="run a scenario in Flower's simulation engine")
-    sim.add_argument("--scenario", default="synthetic", help="scenario name (scenarios/NAME.toml) or a .toml path")
+    sim.add_argument("--scenario", help="scenario name (scenarios/NAME.toml) or a .toml path (default synthetic)")
+    sim.add_argument("--data", metavar="FILE", help="your own multi-view .mat/.npz file (the scenario's settings, "
+                     "default DEFAULTS, with this data; the number of clusters is the file's number of labels)")
+    sim.add_argument("--normalisation", help="per-agent normalisation: zscore (dense features), tfidf (counts), "
+                     "l2 (already weighted text, heavy tails), minmax, none, or a comma list, one per view")
     sim.add_argument("--rounds", type=int)
     sim.add_argument("--seed", type=int)
     sim.add_argument("--out", help="run folder (default runs/SCENARIO-STRATEGY-TIME)")
@@ -180,10 +217,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every user error is one line on stderr and exit code 2; Ctrl-C is one line naming how to
+    continue and exit code 130 (128 + SIGINT, the shell's convention)."""
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ConfigError, FileNotFoundError, ValueError) as error:
+    except KeyboardInterrupt:
+        run_dir = getattr(args, "run_dir", None)
+        hint = f"; continue it exactly with: otm-fed simulate --resume {run_dir}" if run_dir else ""
+        print(f"\notm-fed: interrupted{hint}", file=sys.stderr)
+        return 130
+    except OSError as error:  # a file or folder that cannot be read or written
+        print(f"otm-fed: error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
+    except ValueError as error:  # ConfigError, RunFolderError, DatasetFormatError, bad --actors
         print(f"otm-fed: error: {error}", file=sys.stderr)
         return 2
 
