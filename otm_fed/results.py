@@ -97,7 +97,8 @@ def new_run_dir(config: Mapping[str, Any], root: str | Path = "runs") -> Path:
     (with ``-1``, ``-2``, ... appended should another run have taken the name first): the one
     definition of a default run folder."""
     safe = functools.partial(re.sub, r"[^\w.-]+", "-")
-    stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() // 1000 % 1_000_000:06d}"
+    now = time.time_ns()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now // 1_000_000_000)) + f"-{now // 1000 % 1_000_000:06d}"
     base = f"{safe(str(config['scenario']))}-{safe(str(config['strategy']))}-{stamp}"
     for attempt in itertools.count():
         candidate = Path(root) / (base if attempt == 0 else f"{base}-{attempt}")

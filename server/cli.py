@@ -2,6 +2,7 @@
 
     otm-fed simulate [--scenario NAME|PATH | --data FILE] [--normalisation METHOD[,METHOD...]] [--rounds N]
                      [--seed S] [--out DIR] [--engine simulation|inprocess] [--set key=value ...] [--resume RUN_DIR]
+    otm-fed plot RUN_DIR [RUN_DIR ...] [--out DIR]
     otm-fed deploy certs --out DIR [--host NAME_OR_IP ...]
     otm-fed deploy node-key --out DIR --name NAME
     otm-fed deploy federation --name NAME --address HOST:PORT --ca CA_CERT [--flwr-home DIR]
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from pathlib import Path
 
 from otm_fed.config import ConfigError, resolve_config
@@ -113,7 +115,22 @@ def simulate(args: argparse.Namespace) -> int:
         print(f"otm-fed: the run produced no evaluation (every agent failed?); see {run_dir}/metrics.jsonl",
               file=sys.stderr)
         return 1
+    if not args.no_plots:
+        from otm_fed.plots import plot_runs
+
+        plot_runs([run_dir], run_dir)
     print(f"\nwrote {run_dir}/: {', '.join(written_files(run_dir))}")
+    return 0
+
+
+def plot(args: argparse.Namespace) -> int:
+    """The plots of finished or running run folders (otm_fed.plots): into the one run folder, or --out."""
+    from otm_fed.plots import plot_runs
+
+    if args.out is None and len(args.runs) > 1:
+        raise ConfigError("plots of several runs need --out DIR")
+    written = plot_runs([Path(run) for run in args.runs], Path(args.out or args.runs[0]))
+    print(f"wrote {', '.join(str(path) for path in written)}")
     return 0
 
 
@@ -190,7 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     sim.add_argument("--resume", metavar="RUN_DIR",
                      help="continue a stopped run from its last completed round (its config, seeds and checkpoints)")
+    sim.add_argument("--no-plots", action="store_true", help="do not draw the run's plots at the end "
+                     "(scores and losses per round, t-SNE of the final codes; otm-fed plot RUN_DIR draws them later)")
     sim.set_defaults(handler=simulate)
+    plots = commands.add_parser("plot", help="scores and losses per round, t-SNE of the final codes, of run folders")
+    plots.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    plots.add_argument("--out", help="where the PNGs go (default: the run folder; needed for several runs)")
+    plots.set_defaults(handler=plot)
     dep = commands.add_parser("deploy", help="deployment helpers: certificates, node keys, federation, local demo")
     actions = dep.add_subparsers(dest="action", required=True)
     certs = actions.add_parser("certs", help="a CA and a SuperLink server certificate")
@@ -216,6 +239,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def leave(code: int) -> int:
+    """``code``, or exit at once where a thread would keep the process alive: Flower's simulation
+    runs the ServerApp in a non-daemon thread that, once interrupted, waits out round-timeout
+    for replies that will not come. Every run file is written atomically, so nothing is lost."""
+    if any(thread.is_alive() and not thread.daemon for thread in threading.enumerate()
+           if thread is not threading.main_thread()):
+        if "ray" in sys.modules:
+            sys.modules["ray"].shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Every user error is one line on stderr and exit code 2; Ctrl-C is one line naming how to
     continue and exit code 130 (128 + SIGINT, the shell's convention)."""
@@ -226,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = getattr(args, "run_dir", None)
         hint = f"; continue it exactly with: otm-fed simulate --resume {run_dir}" if run_dir else ""
         print(f"\notm-fed: interrupted{hint}", file=sys.stderr)
-        return 130
+        return leave(130)
     except OSError as error:  # a file or folder that cannot be read or written
         print(f"otm-fed: error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2

@@ -454,8 +454,11 @@ class OTMStrategy(Strategy):
         if self.recorder is not None:
             self.recorder.record_round(row)
         totals = [losses.get("total", float("nan")) for losses in row.get("losses", {}).values()]
-        line = f"round {server_round:>3}/{num_rounds}  loss {np.mean(totals) if totals else float('nan'):8.4f}"
+        line = f"round {server_round:>3}/{num_rounds}  loss (mean total) {np.mean(totals) if totals else float('nan'):8.4f}"
         line += f"  {row['seconds']['total']:6.2f} s"
+        if server_round == 1:  # the first exchange starts the agents (Ray actors, models, data)
+            first = row["seconds"].get("query", row["seconds"].get("train", 0.0))
+            line += f" (first exchange {first:.2f} s, including the agents' start-up)"
         if "eval" in row and self.config["task"] != "clustering":
             name = SCORE_OF_TASK[self.config["task"]]
             line += f"  {name} " + " ".join(f"{value:.4f}" for value in row["eval"][f"{name}_per_modality"])

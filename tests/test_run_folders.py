@@ -2,6 +2,11 @@
 items 1, 2, 4, 5): all on the in-process engine, through the command line."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +16,8 @@ from otm_fed import results
 from otm_fed.config import resolve_config
 from otm_fed.results import new_run_dir, read_rounds, write_atomically
 from server.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SMALL = ["--engine", "inprocess", "--set", "synthetic-samples=120", "--set", "batch-size=32", "--set", "eval-every=2"]
 
@@ -139,3 +146,27 @@ def test_deploy_demo_refuses_more_nodes_than_views(tmp_path, capsys):
     assert main(["deploy", "demo", "--data", str(data), "--nodes", "5", "--work", str(tmp_path / "work")]) == 2
     assert capsys.readouterr().err.strip() == f"otm-fed: error: --nodes 5: {data} has 3 views, one per SuperNode"
     assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize("engine", ["inprocess", pytest.param("simulation", marks=pytest.mark.simulation)])
+def test_ctrl_c_in_a_real_run_stops_at_once_with_its_files_whole(tmp_path, engine):
+    """SIGINT to the process group, as a terminal's Ctrl-C: one line, exit 130, no traceback, no
+    wait (Flower's ServerApp thread would otherwise wait out round-timeout), consistent files."""
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "server.cli", "simulate", "--engine", engine, "--rounds", "500", "--out",
+               str(run_dir), "--set", "synthetic-samples=120", "--set", "batch-size=32", "--no-plots"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 300
+    while len(read_rounds(run_dir)) < 2 if (run_dir / "metrics.jsonl").is_file() else True:
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.2)
+    interrupted = time.monotonic()
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and time.monotonic() - interrupted < 60
+    assert err.strip().splitlines()[-1] == f"otm-fed: interrupted; continue it exactly with: otm-fed simulate --resume {run_dir}"
+    assert "Traceback" not in err
+    rows = [row["round"] for row in read_rounds(run_dir)]
+    assert rows == list(range(1, len(rows) + 1)) and results.rounds_done(run_dir) in (len(rows), len(rows) - 1)
