@@ -42,7 +42,7 @@ from otm_fed.protocol import (
 )
 from otm_fed.supervised import SCORE_OF_TASK, late_fusion, parse_noise_levels, score
 from otm_fed.results import EVAL_CODES_FILE, RunRecorder
-from server.records import from_records, payload_bytes, to_records
+from otm_fed_flwr.records import from_records, payload_bytes, to_records
 
 log = logging.getLogger("otm_fed.server")
 Reply = TypeVar("Reply")
