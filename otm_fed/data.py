@@ -185,11 +185,13 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> MultiViewData
     if path is None:
         raise ValueError("the synthetic dataset is generated (otm_fed.data.make_synthetic), not loaded")
     if not path.is_file():
-        relative = "" if Path(name).expanduser().is_absolute() else (
+        known = name.lower() in DATASET_FILES
+        relative = "" if known or Path(name).expanduser().is_absolute() else (
             f" (looked for {name!r} in the current directory and in the data directory {resolve_data_dir(data_dir)})")
         raise FileNotFoundError(
-            f"dataset file not found: {path}{relative}; give an absolute path, or name the directory holding "
-            f"the dataset files with --set data-dir=DIR or the environment variable {DATA_DIR_ENV}"
+            f"dataset file not found: {path}{relative}; {'' if known else 'give an absolute path, or '}name the "
+            f"directory holding the dataset files with --set data-dir=DIR (flwr run: --run-config "
+            f"\"data-dir='/absolute/dir'\") or the environment variable {DATA_DIR_ENV}"
         )
     return load_multiview(path, name=name.lower() if name.lower() in DATASET_FILES else None)
 
