@@ -1,7 +1,8 @@
 """``otm-fed``: the command line.
 
-    otm-fed simulate [--scenario NAME|PATH | --data FILE] [--normalisation METHOD[,METHOD...]] [--rounds N]
-                     [--seed S] [--out DIR] [--engine simulation|inprocess] [--set key=value ...] [--resume RUN_DIR]
+    otm-fed simulate [--scenario NAME|PATH | --data FILE] [--normalisation M[,M...]] [--rounds N] [--seed S]
+                     [--out DIR] [--set key=value ...] [--engine simulation|inprocess] [--actors N]
+                     [--resume RUN_DIR] [--no-plots]
     otm-fed plot RUN_DIR [RUN_DIR ...] [--out DIR]
     otm-fed deploy certs --out DIR [--host NAME_OR_IP ...]
     otm-fed deploy node-key --out DIR --name NAME
@@ -26,6 +27,7 @@ APP_DIR = Path(__file__).resolve().parent.parent
 
 
 def parse_assignments(items: list[str]) -> dict[str, str]:
+    """``--set key=value`` items as a dict of strings (typed by resolve_config)."""
     overrides = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -71,6 +73,8 @@ def resume_arguments(args: argparse.Namespace, overrides: dict[str, str]) -> str
 
 
 def simulate(args: argparse.Namespace) -> int:
+    """One run: config and data checked completely, a run folder that holds no other run, the
+    engine, then the plots and the list of files written."""
     overrides = parse_assignments(args.set)
     for key, value in (("rounds", args.rounds), ("seed", args.seed), ("normalisation", args.normalisation)):
         if value is not None:
