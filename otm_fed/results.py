@@ -87,8 +87,8 @@ def open_run_dir(run_dir: str | Path, resume: bool = False) -> Path:
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise RunFolderError(f"cannot write into the run folder {run_dir}: permission denied")
     if not resume and holds_run(run_dir):
-        raise RunFolderError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
-                             "or choose another --out (or none, for a new folder)")
+        raise RunFolderError(f"{run_dir} already holds a run; resume it (run config resume=true) "
+                             "or write to another folder")
     return run_dir
 
 

@@ -82,7 +82,7 @@ def check_fits(config: Mapping[str, Any], dataset: MultiViewDataset, n_modalitie
     a normalisation list of the wrong length or one a view cannot take (tf-idf of negative values),
     a batch larger than an agent's training rows."""
     n_modalities = n_modalities or config["num-modalities"] or dataset.n_views
-    name = config["dataset"]
+    name = dataset.name
     if n_modalities > dataset.n_views:
         raise ConfigError(f"{n_modalities} modalities asked for, but {name} has {dataset.n_views} views")
     methods = config["normalisation"].split(",")

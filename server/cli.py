@@ -19,8 +19,8 @@ import threading
 from pathlib import Path
 
 from otm_fed.config import ConfigError, resolve_config
-from otm_fed.results import (CONFIG_FILE, SUMMARY_FILE, format_summary, is_finished, new_run_dir, open_run_dir,
-                             read_summary, rounds_done)
+from otm_fed.results import (CONFIG_FILE, SUMMARY_FILE, format_summary, holds_run, is_finished, new_run_dir,
+                             open_run_dir, read_summary, rounds_done)
 from otm_fed.scenario import check_fits, scenario_dataset, with_absolute_data
 
 APP_DIR = Path(__file__).resolve().parent.parent
@@ -99,6 +99,9 @@ def simulate(args: argparse.Namespace) -> int:
             backend_config(actors=args.actors)  # the one check of --actors, before anything starts
         except ValueError as error:
             raise ValueError(f"--{error}") from None
+    if args.out and not config["resume"] and holds_run(args.out):
+        raise ConfigError(f"{args.out} already holds a run; continue it with --resume {args.out}, "
+                          "or choose another --out (or none, for a new folder)")
     run_dir = open_run_dir(args.out, config["resume"]) if args.out else new_run_dir(config)
     args.run_dir = run_dir
     print(f"otm-fed: scenario {config['scenario']} ({config['dataset']}, {n_modalities} modalities), "
@@ -176,7 +179,8 @@ def deploy_demo(args: argparse.Namespace, helpers) -> int:
     if not 1 <= args.nodes <= dataset.n_views:
         raise ConfigError(f"--nodes {args.nodes}: {args.data} has {dataset.n_views} views, one per SuperNode")
     check_fits(typed, dataset, args.nodes)
-    open_run_dir(run_dir)  # refuses a folder that holds an earlier demo's run
+    if holds_run(run_dir):
+        raise ConfigError(f"--work {args.work} holds an earlier demo's run ({run_dir}); choose another --work")
     run_config = {"scenario": args.scenario, "rounds": args.rounds, "num-modalities": args.nodes,
                   "n-clusters": dataset.n_classes, "fused-eval": False, "out-dir": str(run_dir),
                   **{key: typed[key] for key in overrides}}

@@ -127,9 +127,9 @@ def test_ctrl_c_is_one_line_with_the_resume_hint(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("setting,message", [
     ("normalisation=tf-idf", "normalisation 'tf-idf' is not one of"),
     ("batch-size=100000", "batch-size 100000 is larger than the 120 training rows"),
-    ("normalisation=zscore,l2", "normalisation lists 2 methods, but synthetic has 3 views"),
+    ("normalisation=zscore,l2", "normalisation lists 2 methods, but synthetic-0 has 3 views"),
     ("rounds=abc", "rounds must be an integer, got 'abc'"),
-    ("num-modalities=4", "4 modalities asked for, but synthetic has 3 views"),
+    ("num-modalities=4", "4 modalities asked for, but synthetic-0 has 3 views"),
 ])
 def test_config_errors_come_before_any_round(tmp_path, capsys, setting, message):
     assert simulate("--set", setting, "--out", str(tmp_path / "run")) == 2
@@ -172,3 +172,20 @@ def test_ctrl_c_in_a_real_run_stops_at_once_with_its_files_whole(tmp_path, engin
     assert "server/cli.py" not in err and ("Traceback" not in err or engine == "simulation"), err
     rows = [row["round"] for row in read_rounds(run_dir)]
     assert rows == list(range(1, len(rows) + 1)) and results.rounds_done(run_dir) in (len(rows), len(rows) - 1)
+
+
+def test_the_server_app_refuses_a_folder_holding_a_run_too(finished_run):
+    """What flwr run with an out-dir of an earlier run meets (the CLI checks before it)."""
+    config = {**resolve_config(str(finished_run / "config.toml")), "resume": False}
+    with pytest.raises(results.RunFolderError, match="already holds a run; resume it"):
+        results.RunRecorder(finished_run, config)
+
+
+def test_deploy_demo_refuses_a_work_folder_holding_an_earlier_run(tmp_path, capsys):
+    data = tmp_path / "two.npz"
+    np.savez(data, X0=np.ones((30, 4)) * np.arange(30)[:, None], X1=np.ones((30, 3)), y=np.arange(30) % 3)
+    (tmp_path / "work" / "run").mkdir(parents=True)
+    (tmp_path / "work" / "run" / "metrics.jsonl").write_text("")
+    assert main(["deploy", "demo", "--data", str(data), "--nodes", "2", "--work", str(tmp_path / "work"),
+                 "--set", "batch-size=16", "--set", "normalisation=zscore"]) == 2
+    assert "holds an earlier demo's run" in capsys.readouterr().err
