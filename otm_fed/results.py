@@ -160,6 +160,7 @@ class RunRecorder:
         self.provenance = provenance(config)
         write_atomically(self.run_dir / CONFIG_FILE, tomli_w.dumps({**config, PROVENANCE: self.provenance}))
         self.metrics_path = self.run_dir / METRICS_FILE
+        self.rounds = config["rounds"]
         finished = read_summary(self.run_dir) if config["resume"] else None
         self.extended_from: list[int] = []
         if finished is not None and config["rounds"] > finished["rounds"]:
@@ -182,8 +183,12 @@ class RunRecorder:
 
     def resume(self) -> dict[str, Any] | None:
         """The last checkpoint, with metrics.jsonl cut back to its round (a round in flight when
-        the server died is run again); None when there is none."""
+        the server died is run again); None when there is none. A run that stopped after its last
+        round's checkpoint but before its summary runs that round again (the agents keep earlier
+        checkpoints too), so it ends with a summary."""
         state = read_checkpoint(self.run_dir)
+        if state is not None and state["round"] >= self.rounds and not is_finished(self.run_dir, state["round"]):
+            state = {**state, "round": state["round"] - 1}
         if self.metrics_path.is_file():
             done = state["round"] if state else 0
             kept = [row for row in read_rounds(self.run_dir) if row["round"] <= done]
@@ -222,9 +227,10 @@ def rounds_done(run_dir: str | Path) -> int:
 
 
 def is_finished(run_dir: str | Path, rounds: int) -> bool:
-    """True when the run in ``run_dir`` has completed ``rounds`` rounds and written its summary:
+    """True when the run in ``run_dir`` has completed ``rounds`` rounds and written their summary:
     resuming it without asking for more rounds has nothing to do."""
-    return read_summary(run_dir) is not None and rounds_done(run_dir) >= rounds
+    summary = read_summary(run_dir)
+    return summary is not None and summary["rounds"] >= rounds and rounds_done(run_dir) >= rounds
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any] | None:

@@ -189,3 +189,15 @@ def test_deploy_demo_refuses_a_work_folder_holding_an_earlier_run(tmp_path, caps
     assert main(["deploy", "demo", "--data", str(data), "--nodes", "2", "--work", str(tmp_path / "work"),
                  "--set", "batch-size=16", "--set", "normalisation=zscore"]) == 2
     assert "holds an earlier demo's run" in capsys.readouterr().err
+
+
+def test_a_run_stopped_between_its_last_round_and_its_summary_resumes_to_the_same_summary(finished_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    whole = json.loads((run_dir / "summary.json").read_text())
+    (run_dir / "summary.json").unlink()  # the checkpoint of round 2 is written, the summary is not
+    assert main(["simulate", "--engine", "inprocess", "--resume", str(run_dir), "--no-plots"]) == 0
+    resumed = json.loads((run_dir / "summary.json").read_text())
+    assert resumed["final"] == whole["final"] and [row["round"] for row in read_rounds(run_dir)] == [1, 2]
