@@ -37,13 +37,18 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
     return overrides
 
 
+RESUME_MAY_CHANGE = ("rounds", "round-timeout")
+"""Keys a resumed run may change: its length (an extension) and how long a round waits."""
+
+
 def resume_arguments(args: argparse.Namespace, overrides: dict[str, str]) -> str | None:
     """Point a ``--resume RUN_DIR`` at the run folder's own config; returns the message to print
     and stop with when there is nothing to do (a finished run not asked for more rounds).
 
     Options that would silently change the run are refused: ``--scenario``, ``--data``,
-    ``--normalisation``, a different ``--out`` or ``--seed``. ``--rounds N`` beyond a finished
-    run's length extends it (the new rounds are recorded as an extension)."""
+    ``--normalisation``, a different ``--out`` or ``--seed``, ``--set`` of any key but those of
+    RESUME_MAY_CHANGE. ``--rounds N`` beyond a finished run's length extends it (the new rounds
+    are recorded as an extension)."""
     run_dir = Path(args.resume)
     conflicts = [flag for flag, value in (("--scenario", args.scenario), ("--data", args.data),
                                           ("--normalisation", args.normalisation)) if value is not None]
@@ -54,10 +59,14 @@ def resume_arguments(args: argparse.Namespace, overrides: dict[str, str]) -> str
     saved = resolve_config(str(run_dir / CONFIG_FILE))
     if args.seed is not None and args.seed != saved["seed"]:
         conflicts.append("--seed")
+    settings = {key: value for key, value in parse_assignments(args.set).items() if key not in RESUME_MAY_CHANGE}
+    changed = resolve_config(str(run_dir / CONFIG_FILE), settings)
+    conflicts += [f"--set {key}" for key in sorted(settings) if changed[key] != saved[key]]
     if conflicts:
         raise ConfigError(f"--resume continues {run_dir} with its own config; drop {', '.join(conflicts)} "
                           "(or start a new run without --resume)")
-    done, target = rounds_done(run_dir), args.rounds or saved["rounds"]
+    target = resolve_config(str(run_dir / CONFIG_FILE), {"rounds": overrides.get("rounds", str(saved["rounds"]))})["rounds"]
+    done = rounds_done(run_dir)
     finished = is_finished(run_dir, saved["rounds"])
     if finished and target <= done:
         return (f"otm-fed: {run_dir} already finished its {done} rounds; nothing to do, its files are untouched "
@@ -65,8 +74,8 @@ def resume_arguments(args: argparse.Namespace, overrides: dict[str, str]) -> str
     if target < done:
         raise ConfigError(f"--rounds {target} is fewer than the {done} rounds {run_dir} has done")
     if finished:
-        print(f"otm-fed: extending the finished run {run_dir} from {done} to {target} rounds; rounds "
-              f"{done + 1}-{target} are recorded as an extension (extension_of, extended_from)", flush=True)
+        print(f"otm-fed: extending the finished run {run_dir} from {done} to {target} rounds; the rounds "
+              f"after {done} are recorded as an extension (extension_of, extended_from)", flush=True)
     overrides["resume"] = "true"
     args.scenario, args.out = str(run_dir / CONFIG_FILE), str(run_dir)
     return None

@@ -48,7 +48,7 @@ def test_resume_of_a_finished_run_changes_nothing_and_says_so(finished_run, caps
 def test_resume_refuses_options_that_would_change_the_run(finished_run, tmp_path, capsys):
     before = snapshot(finished_run)
     for extra in (["--scenario", "orl"], ["--out", str(tmp_path / "elsewhere")], ["--seed", "3"],
-                  ["--data", "x.mat"]):
+                  ["--data", "x.mat"], ["--set", "beta=0.5"], ["--normalisation", "l2"]):
         assert main(["simulate", "--resume", str(finished_run), *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("otm-fed: error: --resume continues") and "\n" not in err
