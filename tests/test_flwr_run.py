@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from server.deploy import descendants, free_port
+from server.deploy import BIN_DIR, descendants, free_port
 
 pytestmark = pytest.mark.simulation
 
@@ -39,7 +39,8 @@ def test_readme_flwr_run_example_on_real_data(tmp_path, data_dir):
     command = command.replace("rounds=5", f"rounds=2 eval-every=2 out-dir='{tmp_path / 'run'}'")
     flwr_home = tmp_path / "flwr-home"
     env = {**os.environ, "FLWR_HOME": str(flwr_home), "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
-           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()), "FLWR_LOCAL_CONTROL_API_PORT": str(free_port())}
+           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()), "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
+           "PATH": os.pathsep.join([str(BIN_DIR), os.environ.get("PATH", "")])}  # flwr starts flower-superlink by name
     try:
         result = subprocess.run(["bash", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     finally:
