@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from otm_fed.data import make_synthetic
 from server.cli import main
@@ -38,12 +39,18 @@ def test_simulate_own_file_records_it_with_its_hash_and_the_code_version(tmp_pat
     assert summary["scenario"] == "mine" and len(summary["final"]["purity_per_modality"]) == 2
 
 
-def test_a_file_name_is_found_through_data_dir_and_recorded_absolutely(tmp_path, monkeypatch):
+@pytest.mark.parametrize("how", ["environment", "--set"])
+def test_a_file_name_is_found_through_data_dir_and_recorded_absolutely(tmp_path, monkeypatch, how):
     (tmp_path / "data").mkdir()
     write_npz(tmp_path / "data" / "mine.npz")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("OTM_FED_DATA_DIR", str(tmp_path / "data"))
-    assert main(["simulate", "--data", "mine.npz", *SMALL, "--out", "run"]) == 0
+    if how == "environment":
+        monkeypatch.setenv("OTM_FED_DATA_DIR", str(tmp_path / "data"))
+        extra = []
+    else:
+        monkeypatch.delenv("OTM_FED_DATA_DIR", raising=False)
+        extra = ["--set", f"data-dir={tmp_path / 'data'}"]
+    assert main(["simulate", "--data", "mine.npz", *SMALL, *extra, "--out", "run"]) == 0
     config = tomllib.loads((tmp_path / "run" / "config.toml").read_text())
     assert config["dataset"] == str(tmp_path / "data" / "mine.npz")
 
