@@ -5,7 +5,7 @@ Every run goes through the federated ServerApp / ClientApp via the in-process en
 with each scenario file's frozen settings; scores are the final round's, never a round picked
 by looking at labels. ``raw-kmeans`` is the anchor: k-means on each agent's normalised view.
 
-    python benchmarks/clustering.py [--quick] [--datasets orl,movies,...|PATH.toml,...] [--methods ...]
+    python benchmarks/clustering.py [--quick] [--datasets orl,movies,...,PATH.toml] [--methods ...]
         [--settings unaligned,aligned] [--seeds 5] [--first-seed 0] [--rounds N] [--jobs J] [--json PATH] [--runs-dir DIR]
     python benchmarks/clustering.py --table PATH   # the table of an earlier JSON
     python benchmarks/clustering.py --collect RUNS_DIR [--json PATH]   # rows of finished runs

@@ -65,7 +65,8 @@ def resume_arguments(args: argparse.Namespace, overrides: dict[str, str]) -> str
     if conflicts:
         raise ConfigError(f"--resume continues {run_dir} with its own config; drop {', '.join(conflicts)} "
                           "(or start a new run without --resume)")
-    target = resolve_config(str(run_dir / CONFIG_FILE), {"rounds": overrides.get("rounds", str(saved["rounds"]))})["rounds"]
+    rounds = overrides.get("rounds", str(saved["rounds"]))
+    target = resolve_config(str(run_dir / CONFIG_FILE), {"rounds": rounds})["rounds"]
     done = rounds_done(run_dir)
     finished = is_finished(run_dir, saved["rounds"])
     if finished and target <= done:

@@ -454,7 +454,8 @@ class OTMStrategy(Strategy):
         if self.recorder is not None:
             self.recorder.record_round(row)
         totals = [losses.get("total", float("nan")) for losses in row.get("losses", {}).values()]
-        line = f"round {server_round:>3}/{num_rounds}  loss (mean total) {np.mean(totals) if totals else float('nan'):8.4f}"
+        mean_total = np.mean(totals) if totals else float("nan")
+        line = f"round {server_round:>3}/{num_rounds}  loss (mean total) {mean_total:8.4f}"
         line += f"  {row['seconds']['total']:6.2f} s"
         if server_round == 1:  # the first exchange starts the agents (Ray actors, models, data)
             first = row["seconds"].get("query", row["seconds"].get("train", 0.0))

@@ -227,7 +227,8 @@ def test_missing_file_hint(tmp_path, monkeypatch) -> None:
         load_dataset("orl", data_dir=tmp_path)
     assert "--data-dir" not in str(error.value)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match=f"'mine.mat' in the current directory and in the data directory {tmp_path}"):
+    looked = f"'mine.mat' in the current directory and in the data directory {tmp_path}"
+    with pytest.raises(FileNotFoundError, match=looked):
         load_dataset("mine.mat", data_dir=tmp_path)
 
 

@@ -166,7 +166,8 @@ def test_ctrl_c_in_a_real_run_stops_at_once_with_its_files_whole(tmp_path, engin
     os.killpg(process.pid, signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130 and time.monotonic() - interrupted < 60
-    assert err.strip().splitlines()[-1] == f"otm-fed: interrupted; continue it exactly with: otm-fed simulate --resume {run_dir}"
+    hint = f"otm-fed: interrupted; continue it exactly with: otm-fed simulate --resume {run_dir}"
+    assert err.strip().splitlines()[-1] == hint
     # No traceback through the CLI. Ray's and Flower's own shutdown may still print theirs (seen
     # once in nine runs on a loaded machine: the actors get the terminal's SIGINT too).
     assert "server/cli.py" not in err and ("Traceback" not in err or engine == "simulation"), err
