@@ -52,4 +52,5 @@ def main(grid: Grid, context: Context) -> None:
     strategy.start(grid)
     summary = read_summary(run_dir)
     if summary is not None and summary["final"]:
-        print(f"{format_summary(summary)}\nrun folder: {run_dir.resolve()}", flush=True)
+        print(f"{format_summary(summary)}\nrun folder: {run_dir.resolve()} (its plots: otm-fed plot {run_dir.resolve()})",
+              flush=True)
