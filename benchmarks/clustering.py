@@ -5,7 +5,7 @@ Every run goes through the federated ServerApp / ClientApp via the in-process en
 with each scenario file's frozen settings; scores are the final round's, never a round picked
 by looking at labels. ``raw-kmeans`` is the anchor: k-means on each agent's normalised view.
 
-    python benchmarks/clustering.py [--quick] [--datasets orl,movies,...] [--methods ...]
+    python benchmarks/clustering.py [--quick] [--datasets orl,movies,...,PATH.toml] [--methods ...]
         [--settings unaligned,aligned] [--seeds 5] [--first-seed 0] [--rounds N] [--jobs J] [--json PATH] [--runs-dir DIR]
     python benchmarks/clustering.py --table PATH   # the table of an earlier JSON
     python benchmarks/clustering.py --collect RUNS_DIR [--json PATH]   # rows of finished runs
@@ -60,8 +60,13 @@ METHODS: dict[str, dict[str, str] | None] = {
 }
 SETTINGS = {"unaligned": False, "aligned": True}
 QUICK_ROUNDS = 10
-# Paper, Table 2, unaligned MWAE+OTM (most likely ACC at a label-selected epoch, see README).
+# Paper, Table 2, unaligned MWAE+OTM (most likely ACC at a label-selected epoch, see docs/results.md).
 PAPER_UNALIGNED = {"orl": 0.6550, "movies": 0.2925, "prokaryotic": 0.5438}
+
+
+def dataset_label(dataset: str) -> str:
+    """A data set's name in rows and run folders: its name, or a scenario file's stem."""
+    return Path(dataset).stem if dataset.endswith(".toml") else dataset
 
 
 def raw_kmeans_row(dataset: str, aligned: bool, seed: int, data_dir: str) -> dict[str, Any]:
@@ -71,7 +76,7 @@ def raw_kmeans_row(dataset: str, aligned: bool, seed: int, data_dir: str) -> dic
     views = [normalise_view(view, view_normalisation(config, m)) for m, view in enumerate(data.views)]
     per_view = [kmeans_scores(v, data.labels, data.n_classes, config["kmeans-init"], seed) for v in views]
     fused = kmeans_scores(np.concatenate(views, axis=1), data.labels, data.n_classes, config["kmeans-init"], seed)
-    row: dict[str, Any] = {"dataset": dataset, "method": "raw-kmeans", "aligned": aligned, "seed": seed}
+    row: dict[str, Any] = {"dataset": dataset_label(dataset), "method": "raw-kmeans", "aligned": aligned, "seed": seed}
     row.update({name: float(np.mean([s[name] for s in per_view])) for name in SCORE_NAMES})
     row.update({f"{name}_per_modality": [s[name] for s in per_view] for name in SCORE_NAMES})
     row.update({f"fused_{name}": value for name, value in fused.items()})
@@ -87,14 +92,14 @@ def federated_row(dataset: str, method: str, aligned: bool, seed: int, rounds: i
     if rounds:
         overrides["rounds"] = str(rounds)
     config = resolve_config(dataset, overrides)
-    run_dir = runs_dir / f"{dataset}-{method}-{'aligned' if aligned else 'unaligned'}-seed{seed}"
+    run_dir = runs_dir / f"{dataset_label(dataset)}-{method}-{'aligned' if aligned else 'unaligned'}-seed{seed}"
     started = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         run_inprocess(config, scenario_dataset(config).n_views, run_dir)
     return {**row_from_run(run_dir), "seconds": time.perf_counter() - started}
 
 
-RUN_NAME = re.compile(rf"^({'|'.join(DATASETS)})-({'|'.join(sorted(METHODS, key=len, reverse=True))})-"
+RUN_NAME = re.compile(rf"^(.+?)-({'|'.join(sorted(METHODS, key=len, reverse=True))})-"
                       rf"(unaligned|aligned)-seed(\d+)$")
 
 
@@ -257,9 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = args.settings.split(",")
     for name, given, known in (("dataset", datasets, DATASETS), ("method", methods, METHODS),
                                ("setting", settings, SETTINGS)):
-        unknown = sorted(set(given) - set(known))
+        unknown = sorted(item for item in set(given) - set(known) if not (name == "dataset" and item.endswith(".toml")))
         if unknown:
-            parser.error(f"unknown {name} {unknown}; known: {', '.join(known)}")
+            parser.error(f"unknown {name} {unknown}; known: {', '.join(known)}"
+                         + (", or a scenario file PATH.toml" if name == "dataset" else ""))
     seeds = 1 if args.quick else args.seeds
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else None)
     runs_dir = Path(args.runs_dir or f"runs/clustering-{time.strftime('%Y%m%d-%H%M%S')}").resolve()

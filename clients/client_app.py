@@ -33,7 +33,7 @@ from otm_fed.protocol import (
     train_reply,
 )
 from otm_fed.scenario import modality_data
-from server.records import array_record, from_records, numpy_arrays, to_records
+from otm_fed_flwr.records import array_record, from_records, numpy_arrays, to_records
 
 app = ClientApp()
 torch.set_num_threads(1)  # one core per simulated agent: actors must not oversubscribe the CPUs

@@ -12,6 +12,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
+from otm_fed.data import NORMALISATIONS
+from otm_fed.results import PROVENANCE
 from otm_fed.supervised import LOSSES, TASKS, parse_noise_levels
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
@@ -86,18 +88,22 @@ class ConfigError(ValueError):
     """A scenario or override that does not fit the run configuration."""
 
 
-def parse_value(text: str, like: Any) -> Any:
+TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def parse_value(key: str, text: str, like: Any) -> Any:
     """A ``--set key=value`` string in the type of the default it replaces."""
     if isinstance(like, bool):
         if text.lower() in ("true", "1", "yes"):
             return True
         if text.lower() in ("false", "0", "no"):
             return False
-        raise ConfigError(f"expected true/false, got {text!r}")
-    try:
-        return type(like)(text)
-    except ValueError as error:
-        raise ConfigError(f"expected a {type(like).__name__}, got {text!r}") from error
+    else:
+        try:
+            return type(like)(text)
+        except ValueError:
+            pass
+    raise ConfigError(f"{key} must be {TYPE_NAMES[type(like)]}, got {text!r}")
 
 
 def scenario_path(name_or_path: str) -> Path:
@@ -120,6 +126,7 @@ def load_scenario(name_or_path: str) -> dict[str, Any]:
         table = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"scenario {path} is not valid TOML: {error}") from error
+    table.pop(PROVENANCE, None)  # a run folder's record of what it read, not a setting
     table.setdefault("scenario", path.stem)
     return table
 
@@ -142,7 +149,7 @@ def resolve_config(scenario: str | None = None, overrides: Mapping[str, Any] | N
         for key, value in layer.items():
             if key not in DEFAULTS:
                 raise ConfigError(f"unknown key {key!r}; valid keys: {', '.join(sorted(DEFAULTS))}")
-            config[key] = parse_value(value, DEFAULTS[key]) if isinstance(value, str) and not isinstance(
+            config[key] = parse_value(key, value, DEFAULTS[key]) if isinstance(value, str) and not isinstance(
                 DEFAULTS[key], str) else value
     return validate_config(config)
 
@@ -152,7 +159,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         value = config[key]
         expected = (int, float) if isinstance(default, float) else type(default)
         if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, expected):
-            raise ConfigError(f"{key} must be a {type(default).__name__}, got {value!r}")
+            raise ConfigError(f"{key} must be {TYPE_NAMES[type(default)]}, got {value!r}")
         if isinstance(default, float):
             config[key] = float(value)
     for key, options in CHOICES.items():
@@ -177,7 +184,17 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     if config["latent-noise-multiplier"] and not config["latent-clip"]:
         raise ConfigError("latent-noise-multiplier needs latent-clip > 0: the noise scale is multiplier x clip")
     validate_supervised(config)
+    validate_normalisation(config)
     return config
+
+
+def validate_normalisation(config: Mapping[str, Any]) -> None:
+    """Every name of ``normalisation`` (one, or a comma list with one per view) is a known method;
+    a misspelt one would otherwise fail on every agent in every round."""
+    for method in config["normalisation"].split(","):
+        if method.strip() not in NORMALISATIONS:
+            raise ConfigError(f"normalisation {method.strip()!r} is not one of {', '.join(NORMALISATIONS)} "
+                              f"(got {config['normalisation']!r}; a comma list gives one per view)")
 
 
 def validate_supervised(config: Mapping[str, Any]) -> None:

@@ -32,6 +32,8 @@ __all__ = [
     "NORMALISATIONS",
     "DatasetFormatError",
     "MultiViewDataset",
+    "check_finite",
+    "dataset_file",
     "load_dataset",
     "load_multiview",
     "make_synthetic",
@@ -107,11 +109,7 @@ class MultiViewDataset:
                     f"dataset {self.name!r}: view {m} has {view.shape[0]} rows but there are "
                     f"{n} labels; all views need the same number of rows"
                 )
-            n_bad = int(np.count_nonzero(~np.isfinite(view)))
-            if n_bad:
-                raise ValueError(
-                    f"dataset {self.name!r}: view {m} contains {n_bad} non-finite values (NaN/inf)"
-                )
+            check_finite(view, f"dataset {self.name!r}: view {m}")
             views.append(view)
         object.__setattr__(self, "views", views)
         object.__setattr__(self, "labels", labels.astype(np.int64))
@@ -154,31 +152,55 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
     return Path("data")
 
 
+def dataset_file(name: str, data_dir: str | Path | None = None) -> Path | None:
+    """The file a scenario's ``dataset`` names; None for the embedded ``synthetic`` data.
+
+    A known name (``orl``, ``movies``, ``prokaryotic``, ``handwritten``; any case) is its file in
+    :func:`resolve_data_dir`. Anything else is a file path: absolute, else relative to the
+    current directory where it exists there, else relative to :func:`resolve_data_dir` (so
+    ``data-dir`` and ``$OTM_FED_DATA_DIR`` serve file names too).
+    """
+    key = name.lower()
+    if key == "synthetic":
+        return None
+    if key in DATASET_FILES:
+        return resolve_data_dir(data_dir) / DATASET_FILES[key]
+    path = Path(name).expanduser()
+    if not (path.is_file() or path.suffix.lower() in (".mat", ".npz") or os.sep in name):
+        raise ValueError(
+            f"unknown dataset {name!r}; known names are {sorted(DATASET_FILES)}, "
+            "or the path of a .mat/.npz file"
+        )
+    if path.is_absolute() or path.exists():
+        return path
+    return resolve_data_dir(data_dir) / path
+
+
 def load_dataset(name: str, data_dir: str | Path | None = None) -> MultiViewDataset:
-    """Load a known dataset (``orl``, ``movies``, ``prokaryotic``, ``handwritten``; any case) or a file path.
+    """Load a known dataset or a file (found as :func:`dataset_file` says).
 
     Known datasets are named by their lower-case key; files by their stem.
     """
-    key = name.lower()
-    if key in DATASET_FILES:
-        return load_multiview(resolve_data_dir(data_dir) / DATASET_FILES[key], name=key)
-    path = Path(name).expanduser()
-    if path.is_file() or path.suffix.lower() in (".mat", ".npz") or os.sep in name:
-        return load_multiview(path)
-    raise ValueError(
-        f"unknown dataset {name!r}; known names are {sorted(DATASET_FILES)}, "
-        "or pass the path of a .mat/.npz file"
-    )
+    path = dataset_file(name, data_dir)
+    if path is None:
+        raise ValueError("the synthetic dataset is generated (otm_fed.data.make_synthetic), not loaded")
+    if not path.is_file():
+        known = name.lower() in DATASET_FILES
+        relative = "" if known or Path(name).expanduser().is_absolute() else (
+            f" (looked for {name!r} in the current directory and in the data directory {resolve_data_dir(data_dir)})")
+        raise FileNotFoundError(
+            f"dataset file not found: {path}{relative}; {'' if known else 'give an absolute path, or '}name the "
+            f"directory holding the dataset files with --set data-dir=DIR (flwr run: --run-config "
+            f"\"data-dir='/absolute/dir'\") or the environment variable {DATA_DIR_ENV}"
+        )
+    return load_multiview(path, name=name.lower() if name.lower() in DATASET_FILES else None)
 
 
 def load_multiview(path: str | Path, name: str | None = None) -> MultiViewDataset:
     """Read a multi-view ``.mat`` or ``.npz`` file (layouts in the module docstring)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
-            f"dataset file not found: {path}; pass --data-dir or set {DATA_DIR_ENV} to the "
-            "directory holding the dataset files"
-        )
+        raise FileNotFoundError(f"dataset file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".mat":
         raw_views, raw_labels = _read_mat(path)
@@ -305,12 +327,14 @@ def _orient_view(path: Path, index: int, raw: object, n: int) -> np.ndarray:
                 f"labels), found shape {arr.shape}"
             )
         arr = arr.T
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def check_finite(arr: np.ndarray, what: str) -> None:
+    """The one NaN/inf check: a ValueError naming ``what`` and the count of bad entries."""
     n_bad = int(np.count_nonzero(~np.isfinite(arr)))
     if n_bad:
-        raise DatasetFormatError(
-            f"{path}: expected finite values, found {n_bad} NaN/inf entries in view {index}"
-        )
-    return np.ascontiguousarray(arr, dtype=np.float32)
+        raise ValueError(f"{what} contains {n_bad} non-finite values (NaN/inf)")
 
 
 def normalise_view(x: np.ndarray, method: str) -> np.ndarray:
@@ -328,8 +352,7 @@ def normalise_view(x: np.ndarray, method: str) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[0] == 0:
         raise ValueError(f"expected a 2-D N x D view with N >= 1, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("view contains non-finite values (NaN/inf)")
+    check_finite(arr, "view")
     if method == "zscore":
         out = _scale_columns(arr - arr.mean(axis=0), arr.std(axis=0), _constant_columns(arr))
     elif method == "minmax":

@@ -14,7 +14,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from otm_fed.config import ConfigError
-from otm_fed.data import MultiViewDataset, load_dataset, load_multiview, make_synthetic, normalise_view, view_orders
+from otm_fed.data import (DATASET_FILES, MultiViewDataset, dataset_file, load_dataset, load_multiview, make_synthetic,
+                          normalise_view, view_orders)
 from otm_fed.supervised import fold_indices, regression_target
 
 
@@ -27,6 +28,17 @@ def dataset_for(dataset: str, data_dir: str, synthetic_samples: int, synthetic_c
         return make_synthetic(synthetic_samples, synthetic_clusters, dims, weak_view=synthetic_weak_view,
                               seed=seed)
     return load_dataset(dataset, data_dir or None)
+
+
+def with_absolute_data(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config with its data located by absolute path (``data-dir`` for a known name, else
+    ``dataset`` itself), so every app finds it wherever Flower unpacks and runs it."""
+    path = dataset_file(config["dataset"], config["data-dir"] or None)
+    if path is None:
+        return dict(config)
+    if config["dataset"].lower() in DATASET_FILES:
+        return {**config, "data-dir": str(path.parent.resolve())}
+    return {**config, "dataset": str(path.resolve())}
 
 
 def scenario_dataset(config: Mapping[str, Any]) -> MultiViewDataset:
@@ -62,8 +74,32 @@ def fold_test_targets(config: Mapping[str, Any]) -> np.ndarray:
 
 def view_normalisation(config: Mapping[str, Any], modality: int) -> str:
     """``normalisation`` is one method for all views or a comma list, one per view."""
-    methods = config["normalisation"].split(",")
+    methods = [method.strip() for method in config["normalisation"].split(",")]
     return methods[modality] if len(methods) > 1 else methods[0]
+
+
+def check_fits(config: Mapping[str, Any], dataset: MultiViewDataset, n_modalities: int | None = None) -> None:
+    """Refuse, before any round, a config that does not fit its data: more modalities than views,
+    a normalisation list of the wrong length or one a view cannot take (tf-idf of negative values),
+    a batch larger than an agent's training rows, more anchors than samples."""
+    n_modalities = n_modalities or config["num-modalities"] or dataset.n_views
+    name = dataset.name
+    if n_modalities > dataset.n_views:
+        raise ConfigError(f"{n_modalities} modalities asked for, but {name} has {dataset.n_views} views")
+    methods = config["normalisation"].split(",")
+    if len(methods) > 1 and len(methods) != dataset.n_views:
+        raise ConfigError(f"normalisation lists {len(methods)} methods, but {name} has {dataset.n_views} views "
+                          "(give one method for all views, or one per view)")
+    for modality in range(n_modalities):
+        try:
+            normalise_view(dataset.views[modality], view_normalisation(config, modality))
+        except ValueError as error:
+            raise ConfigError(f"normalisation of view {modality} of {name}: {error}") from None
+    n_train = len(training_order(config, 0, dataset.labels))
+    if config["batch-size"] > n_train:
+        raise ConfigError(f"batch-size {config['batch-size']} is larger than the {n_train} training rows "
+                          f"an agent of {name} holds")
+    anchor_ids(config, len(dataset.labels))
 
 
 @dataclass

@@ -65,10 +65,13 @@ class InProcessGrid(Grid):
         return list(self.contexts)
 
     def deliver(self, message: Message) -> Message:
+        # A Grid gives each message it sends its id, in place (the strategy reads it back to match
+        # replies). Flower 1.42 has no public setter for it: Metadata.message_id is a read-only
+        # property, and Flower's own grids write the same private slot (InMemoryGrid,
+        # GrpcGrid/HttpGrid). The delivered copy takes the whole metadata, id included, through
+        # Message's ``metadata`` argument instead.
         message.metadata.__dict__["_message_id"] = next(self.message_ids)
-        delivered = Message(copy.deepcopy(message.content), dst_node_id=message.metadata.dst_node_id,
-                            message_type=message.metadata.message_type)
-        delivered.metadata.__dict__["_message_id"] = message.metadata.message_id
+        delivered = Message(copy.deepcopy(message.content), metadata=copy.deepcopy(message.metadata))
         try:
             reply = self.client_app(delivered, self.contexts[message.metadata.dst_node_id])
             reply = Message(copy.deepcopy(reply.error if reply.has_error() else reply.content), reply_to=message)

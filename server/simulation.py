@@ -1,7 +1,10 @@
 """Run the OTM ServerApp and ClientApp in Flower's simulation engine from Python.
 
-``flwr.simulation.run_simulation`` is deprecated in flwr 1.42 and drops the run config, so this
-drives the engine the way ``flwr-simulation`` does (its ``_run_simulation``; flwr is pinned).
+Flower 1.42 has no public in-Python entry to its simulation engine that takes a run config: the
+public ``flwr.simulation.run_simulation`` is deprecated (it points to ``flwr run``) and gives the
+apps an empty run config, and ``flwr run`` needs a SuperLink and ships the app as a FAB. So this
+drives the engine the way ``flwr-simulation`` does, through its private ``_run_simulation``
+(flwr is pinned to 1.42.0; ``tests/test_simulation.py`` runs it).
 The resolved config is written to the run folder and handed to both apps as the scenario, so
 they see exactly what the command line resolved. Ray is sized for the machine: by default one
 client actor with every core, which keeps a 120-round run of every real-data scenario under

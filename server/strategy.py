@@ -43,7 +43,7 @@ from otm_fed.protocol import (
 )
 from otm_fed.supervised import SCORE_OF_TASK, late_fusion, parse_noise_levels, score
 from otm_fed.results import EVAL_CODES_FILE, RunRecorder
-from server.records import from_records, payload_bytes, to_records
+from otm_fed_flwr.records import from_records, payload_bytes, to_records
 from server.replies import send_and_receive
 
 log = logging.getLogger("otm_fed.server")
@@ -523,8 +523,12 @@ class OTMStrategy(Strategy):
         if self.recorder is not None:
             self.recorder.record_round(row)
         totals = [losses.get("total", float("nan")) for losses in row.get("losses", {}).values()]
-        line = f"round {server_round:>3}/{num_rounds}  loss {np.mean(totals) if totals else float('nan'):8.4f}"
+        mean_total = np.mean(totals) if totals else float("nan")
+        line = f"round {server_round:>3}/{num_rounds}  loss (mean total) {mean_total:8.4f}"
         line += f"  {row['seconds']['total']:6.2f} s"
+        if server_round == 1:  # the first exchange starts the agents (Ray actors, models, data)
+            first = row["seconds"].get("query", row["seconds"].get("train", 0.0))
+            line += f" (first exchange {first:.2f} s, including the agents' start-up)"
         if "eval" in row and self.config["task"] != "clustering":
             name = SCORE_OF_TASK[self.config["task"]]
             line += f"  {name} " + " ".join(f"{value:.4f}" for value in row["eval"][f"{name}_per_modality"])

@@ -13,7 +13,7 @@ from otm_fed.protocol import ANCHOR_CODES, LATENT_CODES, ProtocolError, codes_re
 from otm_fed.results import read_rounds
 from otm_fed.scenario import anchor_ids, modality_data, read_anchor_file, scenario_dataset, view_normalisation
 from server.inprocess import run_inprocess
-from server.records import from_records, to_records
+from otm_fed_flwr.records import from_records, to_records
 from server.strategy import OTMStrategy
 
 AUDIT: list[dict] = []

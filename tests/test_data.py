@@ -175,7 +175,7 @@ def test_nan_values(tmp_path, two_views) -> None:
     a, b, y = two_views
     a = a.copy()
     a[2, 1] = np.nan
-    with pytest.raises(DatasetFormatError, match="1 NaN/inf entries in view 0"):
+    with pytest.raises(DatasetFormatError, match=r"view 0 contains 1 non-finite values \(NaN/inf\)"):
         load_multiview(_save_mat(tmp_path / "nan.mat", X=_cell(a, b), y=y))
 
 
@@ -218,11 +218,32 @@ def test_npz_view_keys_with_gap(tmp_path, two_views) -> None:
         load_multiview(path)
 
 
-def test_missing_file_hint(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match=f"--data-dir.*{DATA_DIR_ENV}"):
+def test_missing_file_hint(tmp_path, monkeypatch) -> None:
+    """The hint names what exists: ``--set data-dir=`` and the environment variable (simulate has
+    no ``--data-dir`` flag), and where a relative name was looked for."""
+    with pytest.raises(FileNotFoundError, match="absent.mat"):
         load_multiview(tmp_path / "absent.mat")
-    with pytest.raises(FileNotFoundError, match="ORL.mat"):
+    with pytest.raises(FileNotFoundError, match=f"ORL.mat.*--set data-dir=DIR.*{DATA_DIR_ENV}") as error:
         load_dataset("orl", data_dir=tmp_path)
+    assert "--data-dir" not in str(error.value)
+    monkeypatch.chdir(tmp_path)
+    looked = f"'mine.mat' in the current directory and in the data directory {tmp_path}"
+    with pytest.raises(FileNotFoundError, match=looked):
+        load_dataset("mine.mat", data_dir=tmp_path)
+
+
+def test_relative_file_names_are_found_in_the_data_dir(tmp_path, monkeypatch, two_views) -> None:
+    """``data-dir`` (or $OTM_FED_DATA_DIR) serves file names as it serves the known names; a file in
+    the current directory comes first."""
+    a, b, y = two_views
+    (tmp_path / "data").mkdir()
+    _save_mat(tmp_path / "data" / "mine.mat", X=_cell(a, b), y=y)
+    monkeypatch.chdir(tmp_path)
+    assert load_dataset("mine.mat", data_dir=tmp_path / "data").view_dims == (a.shape[1], b.shape[1])
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "data"))
+    assert load_dataset("mine.mat").n_views == 2
+    _save_mat(tmp_path / "mine.mat", X=_cell(a), y=y)
+    assert load_dataset("mine.mat").n_views == 1
 
 
 def test_unknown_dataset_name() -> None:

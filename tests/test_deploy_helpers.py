@@ -80,7 +80,7 @@ from clients.client_app import app
 from otm_fed.config import DEFAULTS
 from otm_fed.protocol import query_request, read_codes_reply, train_request
 from server.inprocess import FIRST_NODE_ID, InProcessGrid
-from server.records import from_records, to_records
+from otm_fed_flwr.records import from_records, to_records
 
 TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID
 grid = InProcessGrid(app, {**DEFAULTS, "synthetic-samples": 120, "batch-size": 32}, num_nodes=1)

@@ -18,7 +18,7 @@ from otm_fed.config import ConfigError, resolve_config
 from otm_fed.protocol import PLAN_VALUES, REFUSED
 from otm_fed.results import read_rounds
 from server.inprocess import run_inprocess
-from server.records import from_records, to_records
+from otm_fed_flwr.records import from_records, to_records
 from server.strategy import OTMStrategy
 
 # The gate off: every agent that answers mixes, so the rows show who answered.

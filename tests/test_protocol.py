@@ -20,7 +20,7 @@ from otm_fed.protocol import (
     read_train_request,
     train_request,
 )
-from server.records import from_records, to_records
+from otm_fed_flwr.records import from_records, to_records
 
 D, N = 4, 6
 

@@ -1,0 +1,57 @@
+"""The README's ``flwr run .`` example, as written, for 2 rounds (issue 14, item 3): Flower unpacks
+the app into $FLWR_HOME/apps, so the data are found through the absolute data-dir; the local
+SuperLink runs the installed environment (no runtime dependency installation); the final table
+is streamed. The SuperLink it starts in the background is stopped by its PID afterwards."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from server.deploy import BIN_DIR, descendants, free_port
+
+pytestmark = pytest.mark.simulation
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = re.compile(r"```bash\n(FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 flwr run \. --stream.*?)\n```", re.S)
+
+
+def local_superlinks(flwr_home: Path) -> list[int]:
+    """The SuperLinks ``flwr run`` started for this FLWR_HOME (their log file lies in it)."""
+    marker = str(flwr_home / "local-superlink").encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_readme_flwr_run_example_on_real_data(tmp_path, data_dir):
+    command = EXAMPLE.search((ROOT / "README.md").read_text()).group(1).replace("\\\n", " ")
+    assert "rounds=5" in command and "data-dir='$PWD/../shared/data'" in command
+    command = command.replace("rounds=5", f"rounds=2 eval-every=2 out-dir='{tmp_path / 'run'}'")
+    flwr_home = tmp_path / "flwr-home"
+    env = {**os.environ, "FLWR_HOME": str(flwr_home), "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
+           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()), "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
+           "PATH": os.pathsep.join([str(BIN_DIR), os.environ.get("PATH", "")])}  # flwr starts flower-superlink by name
+    try:
+        result = subprocess.run(["bash", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    finally:
+        for pid in local_superlinks(flwr_home):
+            for process in [pid, *descendants(pid)]:
+                try:
+                    os.kill(process, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["rounds"] == 2 and summary["provenance"]["data-file"] == str((data_dir / "ORL.mat").resolve())
+    assert "| acc |" in result.stdout and "round   2/2" in result.stdout
+    assert not list(flwr_home.rglob("site-packages"))  # no runtime environment was built
