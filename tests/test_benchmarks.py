@@ -76,6 +76,16 @@ def test_goals_table_pairs_seeds_and_judges_against_the_anchors():
     assert lines["otm-w"].endswith("| +0.0000 ± 0.0100 | tie |")
 
 
+def test_alignment_table_judges_class_mass_against_chance_per_seed():
+    rows = [{"dataset": "synthetic", "method": method, "aligned": False, "seed": seed, "class_mass_excess": excess}
+            for method, values in (("otm", (0.30, 0.34, 0.32)), ("otm-paper", (0.10, -0.10, 0.02)))
+            for seed, excess in enumerate(values)]
+    rows.append({"dataset": "synthetic", "method": "local-only", "aligned": False, "seed": 0})  # no plans
+    lines = clustering.alignment_table(rows).splitlines()[2:]
+    assert lines == ["| synthetic | otm | 3 | +0.320 ± 0.012 | clearly above |",
+                     "| synthetic | otm-paper | 3 | +0.007 ± 0.058 | tie |"]
+
+
 def test_code_rows_read_a_runs_final_codes(tmp_path):
     import codes
 
