@@ -93,6 +93,7 @@ class OTMStrategy(Strategy):
         self.mix_result: MixResult | None = None
         self.alignment: FrameAlignment | None = None
         self.mixed_modalities: list[int] = []  # the modalities in this round's mix, in order
+        self.mixed_codes: dict[int, np.ndarray] = {}  # their codes as mixed: phi_m(Z_m), or Z_m without alignment
         self.rotations: dict[int, np.ndarray] = {}  # modality -> Q_m of its frame map (align = procrustes)
         self.row: dict[str, Any] = {}
         self.final_scores: dict[str, Any] = {}
@@ -167,8 +168,7 @@ class OTMStrategy(Strategy):
     def train_payloads(self, server_round: int) -> dict[int, Payload]:
         """TRAIN for every modality that sent codes: to each mixed one Z~_B in its own frame, its own
         plan and its gradient; to a gated one (or all, when no mix was made) no mix: it trains alone."""
-        mixed_codes = {m: self.common_codes(m) for m in self.mixed_modalities}
-        gradients = self.server_gradients(mixed_codes, self.mix_result) if self.mix_result is not None else None
+        gradients = self.server_gradients(self.mixed_codes, self.mix_result) if self.mix_result is not None else None
         payloads = {}
         for modality in sorted(self.codes):
             barycenter = plan = gradient = None
@@ -176,7 +176,7 @@ class OTMStrategy(Strategy):
                 index = self.mixed_modalities.index(modality)
                 barycenter, plan = self.own_frame(modality, self.mix_result.mixed_barycenter), \
                     self.mix_result.transport_plans[index]
-                if gradients is not None:  # d/dZ_m = d/dphi_m(Z_m) Q_m^T / s_m
+                if gradients is not None:  # d/dZ_m = d/dphi_m(Z_m) Q_m^T / s_m (c_m, s_m held fixed)
                     gradient = self.own_frame(modality, gradients[index], linear=True)
             payloads[modality] = train_request(
                 server_round, self.config["batch-size"], self.round_seed(server_round), barycenter, plan,
@@ -219,8 +219,8 @@ class OTMStrategy(Strategy):
         start = time.perf_counter()
         self.alignment = self.align(server_round, self.codes)
         self.mixed_modalities = self.gated_modalities(self.alignment, self.codes)
-        self.mix_result = self.mix(server_round, {m: self.common_codes(m) for m in self.mixed_modalities}) \
-            if self.mixed_modalities else None
+        self.mixed_codes = {m: self.common_codes(m) for m in self.mixed_modalities}
+        self.mix_result = self.mix(server_round, self.mixed_codes) if self.mixed_codes else None
         payloads = self.train_payloads(server_round)
         self.row["seconds"]["mix"] = time.perf_counter() - start
         for modality, payload in payloads.items():
@@ -464,7 +464,7 @@ class OTMStrategy(Strategy):
         """What the next round needs besides the agents' own checkpoints. The server's randomness
         is a pure function of (seed, round) (``round_seed``), so the round is its RNG state;
         piggy-backed codes are not kept: a resumed round QUERYs them again, bit for bit. The frame
-        rotations Q_m are (JSON floats round-trip exactly)."""
+        rotations Q_m are kept (as JSON floats, which round-trip exactly)."""
         return {"round": server_round, "seed": self.config["seed"], "wall_seconds": wall_seconds,
                 "failure_counts": {str(node): count for node, count in self.failure_counts.items()},
                 "rotations": {str(m): rotation.tolist() for m, rotation in sorted(self.rotations.items())}}

@@ -107,7 +107,8 @@ def test_strategy_sends_each_agent_the_mix_in_its_own_frame_and_gates_the_unalig
     otm.alignment = otm.align(1, otm.codes)
     otm.mixed_modalities = otm.gated_modalities(otm.alignment, otm.codes)
     assert otm.mixed_modalities == [0, 1]
-    otm.mix_result = otm.mix(1, {m: otm.common_codes(m) for m in otm.mixed_modalities})
+    otm.mixed_codes = {m: otm.common_codes(m) for m in otm.mixed_modalities}
+    otm.mix_result = otm.mix(1, otm.mixed_codes)
     payloads = otm.train_payloads(1)
     assert not payloads[2].arrays  # trains alone this round
     for m, codes in ((0, z0), (1, z1)):
