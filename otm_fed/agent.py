@@ -8,6 +8,7 @@ rebuild the agent exactly (Flower's deployment engine does that).
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 from pathlib import Path
@@ -16,13 +17,13 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from otm_fed.losses import LossWeights, local_loss, supervised_terms
+from otm_fed.losses import RECONSTRUCTION_ERRORS, LossWeights, local_loss, supervised_terms
 from otm_fed.metrics import kmeans_scores
 from otm_fed.models import WAE, Predictor
 from otm_fed.optim import Adam
 from otm_fed.plans import project_to_modality
 from otm_fed.protocol import TrainInstruction
-from otm_fed.scenario import ModalityData, batch_rows
+from otm_fed.scenario import ModalityData, batch_rows, view_normalisation
 from otm_fed.supervised import noisy_copies, score
 
 BATCH_INDICES, BATCH_ROUND = "batch-indices", "batch-round"
@@ -40,6 +41,44 @@ def privatise_codes(codes: np.ndarray, clip: float, noise_multiplier: float, rng
     return (clipped + noise).astype(np.float32)
 
 
+DIRECTION_NORMALISATIONS = ("l2", "tfidf")  # rows on the unit sphere: cosine reconstruction error
+
+
+def reconstruction_error(config: Mapping[str, Any], modality: int) -> str:
+    """``reconstruction`` = "auto": cosine error for a view whose rows are directions (normalised
+    with l2 or tfidf), squared error otherwise; or the configured one for every view."""
+    if config["reconstruction"] != "auto":
+        return config["reconstruction"]
+    return "cosine" if view_normalisation(config, modality) in DIRECTION_NORMALISATIONS else "squared"
+
+
+def null_reconstruction_error(x: np.ndarray, error: str) -> float:
+    """The reconstruction error of predicting every row by the mean row (D for a z-scored view of
+    D features): the view's own scale, against which the neighbour term's weight is set, so one
+    ``neighbour-weight`` means the same share of the loss on a 6-feature and a 2000-feature view."""
+    rows = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    return float(RECONSTRUCTION_ERRORS[error](rows, rows.mean(0, keepdim=True).expand_as(rows)))
+
+
+def nearest_neighbours(x: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
+    """Row i's k nearest other rows of ``x`` (N x k ids, nearest first) in Euclidean distance,
+    computed in chunks of rows so memory stays O(chunk x N)."""
+    data = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    k = min(k, len(x) - 1)
+    found = []
+    for start in range(0, len(x), chunk):
+        distances = torch.cdist(data[start:start + chunk], data)
+        distances[torch.arange(distances.shape[0]), torch.arange(start, start + distances.shape[0])] = float("inf")
+        found.append(distances.topk(k, dim=1, largest=False).indices)
+    return torch.cat(found).numpy()
+
+
+def neighbour_count(config: Mapping[str, Any], n_rows: int, n_clusters: int) -> int:
+    """k of the neighbour term: ``neighbours``, or with 0 a rule from the data: half the mean
+    cluster size N / (2 C), between 1 and 10 (so a neighbour is most likely in the same cluster)."""
+    return config["neighbours"] or int(np.clip(n_rows // (2 * n_clusters), 1, 10))
+
+
 def initial_weights_seed(config: Mapping[str, Any], modality: int, input_dim: int) -> int:
     """The torch seed of agent m's initial weights: its own stream, or with ``shared-init`` one
     stream per input width, so agents whose views have the same width start from identical
@@ -55,7 +94,14 @@ class ModalityAgent:
         self.modality = modality
         self.data = data
         self.config = config
-        self.weights = LossWeights(config["beta"], config["eta"], config["mmd-weight"], config["decode-mix"])
+        error = reconstruction_error(config, modality)
+        # The neighbour term is the unsupervised regulariser; in supervised mode eq. 8 takes its place.
+        neighbour = config["neighbour-weight"] * null_reconstruction_error(data.train, error) \
+            if config["task"] == "clustering" else 0.0
+        self.weights = LossWeights(config["beta"], config["eta"], config["mmd-weight"], config["decode-mix"],
+                                   neighbour, error, config["neighbour-dof"])
+        self.neighbours = nearest_neighbours(data.train, neighbour_count(
+            config, len(data.train), config["n-clusters"] or data.n_classes)) if neighbour else None
         with torch.random.fork_rng():
             torch.manual_seed(initial_weights_seed(config, modality, data.train.shape[1]))
             self.model = WAE(data.train.shape[1], config["latent-dim"], config["hidden-dim"])
@@ -103,38 +149,66 @@ class ModalityAgent:
 
     # ------------------------------------------------------------------ training
 
+    def own_steps(self) -> int:
+        """Steps on fresh batches of the agent's own data after the kept batch's, each round: enough
+        that the run covers ``epochs`` passes over its N_m training rows, ceil(epochs N_m /
+        (rounds x batch-size)) steps a round in all, of which ``local-steps`` are the kept batch's."""
+        total = math.ceil(self.config["epochs"] * len(self.data.train)
+                          / (self.config["rounds"] * min(self.config["batch-size"], len(self.data.train))))
+        return max(0, total - self.config["local-steps"])
+
     def train(self, instruction: TrainInstruction) -> dict[str, float]:
-        """E local steps on the kept batch with eq. 6 (+ server gradient, + MMD, + eq. 8 with the
-        batch's own targets in supervised mode); without a mix (local-only), plain WAE training
-        (+ L_sup(h_m(Z_m), y_m)) on a freshly drawn batch."""
+        """E = ``local-steps`` steps on the kept batch with eq. 6 (+ server gradient, + MMD, + eq. 8
+        with the batch's own targets in supervised mode; without a mix, local-only, plain WAE
+        training on a freshly drawn batch), then ``own_steps()`` steps of the local terms alone on
+        fresh batches of the agent's own rows. Returns the first step's terms."""
         if instruction.mixed_barycenter is None and self.batch_round != instruction.round:
             self.sample_batch(instruction.round, instruction.batch_size, instruction.seed)
-        x = torch.from_numpy(self.data.train[self.batch_indices])
         projected = gradient = None
         if instruction.mixed_barycenter is not None:
             target = project_to_modality(instruction.mixed_barycenter.astype(np.float64), instruction.plan)
             projected = torch.from_numpy(target.astype(np.float32))
         if instruction.server_gradient is not None:
             gradient = torch.from_numpy(instruction.server_gradient)
-        targets = None if self.predictor is None else torch.from_numpy(self.data.train_targets[self.batch_indices])
         generator = torch.Generator().manual_seed(
             int(np.random.default_rng([instruction.seed, self.modality, instruction.round, 1]).integers(2**31)))
         for module in self.modules.values():
             module.train()
-        first: dict[str, float] = {}
-        for _ in range(self.config["local-steps"]):
-            self.optimiser.zero_grad()
-            codes, reconstruction = self.model(x)
-            decoded_mix = self.model.decode(projected) if projected is not None and self.weights.decode_mix else None
-            terms = local_loss(x, codes, reconstruction, self.weights, projected, decoded_mix, gradient, generator)
-            if self.predictor is not None:
-                supervised = supervised_terms(self.predictor, codes, targets, self.config["loss"],
-                                              self.config["supervised-weight"], projected)
-                terms = {**terms, **supervised, "total": terms["total"] + sum(supervised.values())}
-            terms["total"].backward()
-            self.optimiser.step()
-            first = first or {name: float(value.detach()) for name, value in terms.items()}
-        return first
+        steps = [self.step(self.batch_indices, generator, projected, gradient)
+                 for _ in range(self.config["local-steps"])]
+        fresh = np.random.default_rng([instruction.seed, self.modality, instruction.round, 6])
+        n_rows = len(self.data.train)
+        for _ in range(self.own_steps()):
+            self.step(np.sort(fresh.choice(n_rows, min(instruction.batch_size, n_rows), replace=False)), generator)
+        return steps[0]
+
+    def step(self, rows: np.ndarray, generator: torch.Generator, projected: torch.Tensor | None = None,
+             gradient: torch.Tensor | None = None) -> dict[str, float]:
+        """One optimiser step of the local loss on training ``rows`` (the mix terms only with the
+        kept batch's ``projected`` Z~_m and server ``gradient``); returns its terms."""
+        x = torch.from_numpy(self.data.train[rows])
+        self.optimiser.zero_grad()
+        codes, reconstruction = self.model(x)
+        decoded_mix = self.model.decode(projected) if projected is not None and self.weights.decode_mix else None
+        terms = local_loss(x, codes, reconstruction, self.weights, projected, decoded_mix, gradient, generator,
+                           self.neighbour_codes(rows, generator))
+        if self.predictor is not None:
+            targets = torch.from_numpy(self.data.train_targets[rows])
+            supervised = supervised_terms(self.predictor, codes, targets, self.config["loss"],
+                                          self.config["supervised-weight"], projected)
+            terms = {**terms, **supervised, "total": terms["total"] + sum(supervised.values())}
+        terms["total"].backward()
+        self.optimiser.step()
+        return {name: float(value.detach()) for name, value in terms.items()}
+
+    def neighbour_codes(self, rows: np.ndarray, generator: torch.Generator) -> torch.Tensor | None:
+        """Codes of one of each row's k nearest neighbours (drawn anew each step), for the
+        neighbour term; None without it."""
+        if self.neighbours is None:
+            return None
+        candidates = self.neighbours[rows]
+        pick = torch.randint(candidates.shape[1], (len(rows),), generator=generator).numpy()
+        return self.model.encode(torch.from_numpy(self.data.train[candidates[np.arange(len(rows)), pick]]))
 
     # ------------------------------------------------------------------ evaluation
 

@@ -68,11 +68,21 @@ DEFAULTS: dict[str, Any] = {
     "align-refresh": 10,
     "gate-threshold": 0.1,
     "anchors": 0,
+    # Local training (issue 12), chosen once on seeds 0-1 of the five shared sets with one agent
+    # trained alone per view (docs/local-training.md): cosine error for l2/tf-idf views, the
+    # neighbour term at 0.3 of the view's null reconstruction error, k = N / 2C capped at 10,
+    # and at least 100 passes over each agent's own rows.
+    "reconstruction": "auto",
+    "neighbour-weight": 0.3,
+    "neighbours": 0,
+    "epochs": 100,
+    "neighbour-dof": 1.0,
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "mask": ("binary", "dirichlet", "none"),
     "align": ("procrustes", "none"),
+    "reconstruction": ("auto", "squared", "cosine"),
     "task": TASKS,
     "loss": tuple(loss for losses in LOSSES.values() for loss in losses),
 }
@@ -81,7 +91,7 @@ POSITIVE_INTS = ("rounds", "batch-size", "local-steps", "latent-dim", "hidden-di
                  "kmeans-init", "synthetic-samples", "synthetic-clusters", "min-modalities", "align-starts", "align-refresh")
 NON_NEGATIVE = ("num-modalities", "n-clusters", "barycenter-size", "max-outer", "beta", "eta", "mmd-weight", "synthetic-weak-view",
                 "latent-clip", "latent-noise-multiplier", "fold", "supervised-weight", "gate-threshold",
-                "anchors")
+                "anchors", "neighbour-weight", "neighbours", "epochs")
 
 
 class ConfigError(ValueError):
@@ -177,6 +187,8 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"{key} must be non-negative, got {config[key]}")
     if not 0.0 <= config["alpha"] <= 1.0:
         raise ConfigError(f"alpha must lie in [0, 1], got {config['alpha']}")
+    if config["neighbour-dof"] <= 0:
+        raise ConfigError(f"neighbour-dof must be positive (inf for the Gaussian kernel), got {config['neighbour-dof']}")
     if config["lr"] <= 0:
         raise ConfigError(f"lr must be positive, got {config['lr']}")
     if config["round-timeout"] <= 0:

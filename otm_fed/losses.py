@@ -16,6 +16,29 @@ def squared_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).pow(2).sum(1).mean()
 
 
+def cosine_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(1/N) sum_i (1 - cos(a_i, b_i)): the reconstruction error of a view whose rows are directions
+    (tf-idf or L2-normalised), where squared error on sparse unit rows rewards predicting ~0."""
+    return (1.0 - torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-8)).mean()
+
+
+RECONSTRUCTION_ERRORS = {"squared": squared_error, "cosine": cosine_error}
+
+
+def neighbour_embedding_loss(codes: torch.Tensor, neighbour_codes: torch.Tensor, dof: float = 1.0) -> torch.Tensor:
+    """Beyond the paper, a local clustering term: InfoNCE with a Student-t kernel of ``dof``
+    degrees of freedom nu, q(a, b) = (1 + ||a - b||^2 / nu)^(-(nu + 1) / 2) (nu = 1: the Cauchy
+    kernel of t-SNE / UMAP's contrastive form, Damrich et al. 2023; larger nu: lighter tails, which
+    split clusters less finely, Kobak et al. 2019; ``dof = inf``: the Gaussian exp(-||a - b||^2 / 2)),
+    row i's positive being a code of one of its k nearest neighbours in the agent's own input space
+    and its negatives the other rows' neighbours:
+    (1/N) sum_i -log q(z_i, z+_i) / sum_j q(z_i, z+_j). It keeps the input's neighbourhoods and
+    pulls them into tight, separated groups, which k-means on the codes then finds."""
+    squared = torch.cdist(codes, neighbour_codes).pow(2)
+    log_similarity = -squared / 2 if dof == float("inf") else -(dof + 1) / 2 * torch.log1p(squared / dof)
+    return -(log_similarity.diagonal() - torch.logsumexp(log_similarity, 1)).mean()
+
+
 def mmd_penalty(codes: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """WAE-MMD (Tolstikhin et al. 2018): MMD between the codes and N(0, I) samples with the
     inverse multiquadratic kernel k(x, y) = C / (C + ||x - y||^2), C = 2 d."""
@@ -36,28 +59,37 @@ def mmd_penalty(codes: torch.Tensor, generator: torch.Generator | None = None) -
 @dataclass(frozen=True)
 class LossWeights:
     """beta: latent matching to Z~_m (eq. 6); eta: server regulariser gradient (eq. 7);
-    mmd: WAE-MMD penalty; decode_mix: also reconstruct X_m from g_m(Z~_m) (public code)."""
+    mmd: WAE-MMD penalty; decode_mix: also reconstruct X_m from g_m(Z~_m) (public code);
+    neighbour: the neighbour-embedding term; reconstruction: "squared" or "cosine" error."""
 
     beta: float = 1.0
     eta: float = 0.0
     mmd: float = 0.0
     decode_mix: bool = False
+    neighbour: float = 0.0
+    reconstruction: str = "squared"
+    neighbour_dof: float = 1.0
 
 
 def local_loss(x: torch.Tensor, codes: torch.Tensor, reconstruction: torch.Tensor,
                weights: LossWeights, projected_mix: torch.Tensor | None = None,
                decoded_mix: torch.Tensor | None = None, server_gradient: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+               generator: torch.Generator | None = None,
+               neighbour_codes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """L_m = ||X_m - g_m(f_m(X_m))||^2 + beta ||f_m(X_m) - Z~_m||^2 + eta <G_m, f_m(X_m)>
-    (+ mmd, + ||X_m - g_m(Z~_m)||^2); returns every term and their sum under "total".
-    Without a mix (local-only training) the mixing terms are absent."""
-    terms = {"reconstruction": squared_error(x, reconstruction)}
+    (+ mmd, + ||X_m - g_m(Z~_m)||^2, + the neighbour term on ``neighbour_codes``); the
+    reconstruction error is squared or cosine (``weights.reconstruction``); returns every term and
+    their sum under "total". Without a mix (local-only training) the mixing terms are absent."""
+    error = RECONSTRUCTION_ERRORS[weights.reconstruction]
+    terms = {"reconstruction": error(x, reconstruction)}
     if projected_mix is not None:
         terms["latent_matching"] = weights.beta * squared_error(codes, projected_mix)
     if decoded_mix is not None and weights.decode_mix:
-        terms["mix_reconstruction"] = squared_error(x, decoded_mix)
+        terms["mix_reconstruction"] = error(x, decoded_mix)
     if server_gradient is not None and weights.eta:
         terms["server_regulariser"] = weights.eta * (server_gradient * codes).sum()
+    if neighbour_codes is not None and weights.neighbour:
+        terms["neighbour"] = weights.neighbour * neighbour_embedding_loss(codes, neighbour_codes, weights.neighbour_dof)
     if weights.mmd:
         terms["mmd"] = weights.mmd * mmd_penalty(codes, generator)
     terms["total"] = sum(terms.values())
