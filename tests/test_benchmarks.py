@@ -100,3 +100,25 @@ def test_code_rows_read_a_runs_final_codes(tmp_path):
     assert rows[0]["rms_norm"] > 10 * rows[1]["rms_norm"]
     with pytest.raises(FileNotFoundError, match="fused-eval"):
         codes.code_rows(tmp_path / "missing")
+
+
+def test_raw_table_pairs_each_trained_method_with_raw_kmeans_per_seed():
+    def row(method, seed, acc, purity):
+        return {"dataset": "orl", "method": method, "aligned": False, "seed": seed, "purity": purity, "acc": acc}
+    rows = [row("raw-kmeans", 0, 0.60, 0.66), row("raw-kmeans", 1, 0.62, 0.68),
+            row("local-only", 0, 0.70, 0.70), row("local-only", 1, 0.74, 0.70),
+            row("otm", 0, 0.59, 0.60), row("otm", 1, 0.61, 0.64)]
+    lines = clustering.raw_table(rows).splitlines()[2:]
+    assert lines == ["| orl | local-only | 2 | +0.0300 ± 0.0100 | clearly above | +0.1100 ± 0.0100 | clearly above |",
+                     "| orl | otm | 2 | -0.0500 ± 0.0100 | clearly below | -0.0100 ± 0.0000 | clearly below |"]
+
+
+def test_local_training_table_means_over_seeds_and_views(data_dir):
+    import local_training
+
+    rows = local_training.view_rows("prokaryotic", "short", {"rounds": "2", "epochs": "0", "kmeans-init": "1"}, 0)
+    assert [row["view"] for row in rows] == [0, 1, 2] and all(0 < row["acc"] <= 1 for row in rows)
+    table = local_training.table(rows + [{**row, "variant": "other", "acc": 1.0} for row in rows])
+    assert "| prokaryotic | mean |" in table and table.splitlines()[-1].endswith("| 1.000 |")
+    assert local_training.parse_variants("default,mine=epochs:5;neighbours:3") == {
+        "default": {}, "mine": {"epochs": "5", "neighbours": "3"}}
