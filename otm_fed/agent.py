@@ -26,7 +26,7 @@ from otm_fed.protocol import TrainInstruction
 from otm_fed.scenario import ModalityData, batch_rows, view_normalisation
 from otm_fed.supervised import noisy_copies, score
 
-BATCH_INDICES, BATCH_ROUND = "batch-indices", "batch-round"
+BATCH_INDICES, BATCH_ROUND, NEIGHBOURS = "batch-indices", "batch-round", "neighbours"
 
 
 def privatise_codes(codes: np.ndarray, clip: float, noise_multiplier: float, rng: np.random.Generator) -> np.ndarray:
@@ -100,8 +100,7 @@ class ModalityAgent:
             if config["task"] == "clustering" else 0.0
         self.weights = LossWeights(config["beta"], config["eta"], config["mmd-weight"], config["decode-mix"],
                                    neighbour, error, config["neighbour-dof"])
-        self.neighbours = nearest_neighbours(data.train, neighbour_count(
-            config, len(data.train), config["n-clusters"] or data.n_classes)) if neighbour else None
+        self.neighbours: np.ndarray | None = None  # k-NN ids of the training rows, found at the first step
         with torch.random.fork_rng():
             torch.manual_seed(initial_weights_seed(config, modality, data.train.shape[1]))
             self.model = WAE(data.train.shape[1], config["latent-dim"], config["hidden-dim"])
@@ -204,8 +203,11 @@ class ModalityAgent:
     def neighbour_codes(self, rows: np.ndarray, generator: torch.Generator) -> torch.Tensor | None:
         """Codes of one of each row's k nearest neighbours (drawn anew each step), for the
         neighbour term; None without it."""
-        if self.neighbours is None:
+        if not self.weights.neighbour:
             return None
+        if self.neighbours is None:
+            k = neighbour_count(self.config, len(self.data.train), self.config["n-clusters"] or self.data.n_classes)
+            self.neighbours = nearest_neighbours(self.data.train, k).astype(np.int32)
         candidates = self.neighbours[rows]
         pick = torch.randint(candidates.shape[1], (len(rows),), generator=generator).numpy()
         return self.model.encode(torch.from_numpy(self.data.train[candidates[np.arange(len(rows)), pick]]))
@@ -236,7 +238,7 @@ class ModalityAgent:
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Everything a fresh process needs to continue: weights (WAE, predictor), Adam moments,
-        kept batch."""
+        kept batch, and the neighbour term's k-NN ids once found."""
         arrays = {f"{prefix}.{name}": value.detach().numpy().copy()
                   for prefix, module in self.modules.items() for name, value in module.state_dict().items()}
         for index, slots in self.optimiser.state_dict()["state"].items():
@@ -245,6 +247,8 @@ class ModalityAgent:
         if self.batch_indices is not None:
             arrays[BATCH_INDICES] = self.batch_indices.astype(np.int64)
         arrays[BATCH_ROUND] = np.asarray([self.batch_round], dtype=np.int64)
+        if self.neighbours is not None:  # O(N^2 D) to find again: a fresh process per message reuses them
+            arrays[NEIGHBOURS] = self.neighbours
         return arrays
 
     def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
@@ -261,6 +265,7 @@ class ModalityAgent:
         self.optimiser.load_state_dict(state)
         self.batch_indices = np.array(arrays[BATCH_INDICES]) if BATCH_INDICES in arrays else None
         self.batch_round = int(arrays[BATCH_ROUND][0])
+        self.neighbours = np.array(arrays[NEIGHBOURS]) if NEIGHBOURS in arrays else None
 
 
 CHECKPOINT_NAME = re.compile(r"modality-(\d+)\.round-(\d+)\.npz")

@@ -163,3 +163,26 @@ def trained_alone(scenario: str, modality: int, data_dir, overrides: dict | None
 def test_codes_trained_alone_cluster_clearly_better_than_the_raw_view(data_dir, scenario, modality, overrides):
     codes, raw = trained_alone(scenario, modality, data_dir, overrides)
     assert codes["acc"] > raw["acc"] + 0.05 and codes["purity"] > raw["purity"] + 0.05
+
+
+def test_neighbours_are_found_once_and_travel_in_the_agent_state(monkeypatch):
+    """A fresh process per message must not search the k-NN again (O(N^2 D)): the ids are part of
+    the state, and the rebuilt agent trains exactly as the original."""
+    import otm_fed.agent as agent_module
+    from otm_fed.protocol import TrainInstruction
+    from otm_fed.scenario import modality_data
+
+    config = resolve_config("synthetic", {"synthetic-samples": "120", "batch-size": "32", "rounds": "4"})
+    original = agent_module.ModalityAgent(0, modality_data(config, 0), config)
+    assert original.neighbours is None  # nothing searched before a training step needs it
+    original.train(TrainInstruction(1, 32, 0))
+    state = original.state_arrays()
+    assert state["neighbours"].shape == (120, neighbour_count(config, 120, 6))
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("the k-NN were searched again")
+
+    monkeypatch.setattr(agent_module, "nearest_neighbours", no_search)
+    rebuilt = agent_module.ModalityAgent(0, original.data, config)
+    rebuilt.load_state_arrays(state)
+    assert rebuilt.train(TrainInstruction(2, 32, 0)) == original.train(TrainInstruction(2, 32, 0))
