@@ -177,8 +177,8 @@ class ModalityAgent:
                  for _ in range(self.config["local-steps"])]
         fresh = np.random.default_rng([instruction.seed, self.modality, instruction.round, 6])
         n_rows = len(self.data.train)
-        for _ in range(self.own_steps()):
-            self.step(np.sort(fresh.choice(n_rows, min(instruction.batch_size, n_rows), replace=False)), generator)
+        for _ in range(self.own_steps()):  # batches of the size own_steps() counts with
+            self.step(np.sort(fresh.choice(n_rows, min(self.config["batch-size"], n_rows), replace=False)), generator)
         return steps[0]
 
     def step(self, rows: np.ndarray, generator: torch.Generator, projected: torch.Tensor | None = None,

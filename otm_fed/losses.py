@@ -1,7 +1,8 @@
 """The agent's local objective (paper eq. 5-6) and the optional WAE-MMD latent penalty.
 
-All terms are means over the batch of per-sample squared norms, so loss weights do not depend
-on the batch size; eq. 6's Frobenius norms are these times N_m.
+All terms are means over the batch of per-sample terms (squared norms; for the cosine error and
+the neighbour term, per-row cosine distances and InfoNCE losses), so loss weights do not depend
+on the batch size; eq. 6's Frobenius norms are the squared-norm means times N_m.
 """
 
 from __future__ import annotations
