@@ -1,12 +1,15 @@
 """The gate's confidence against the class mass it should predict, on a run's final codes.
 
-    python benchmarks/frame_confidence.py RUN_DIR/eval-codes.npz [--batch 128] [--trials 3] [--json PATH]
+    python benchmarks/frame_confidence.py RUN_DIR/eval-codes.npz [RUN_DIR/eval-codes.npz ...]
+        [--batch 128] [--trials 3] [--json PATH]
 
-For independent random batches of every modality (as agents draw them), aligns the frames
+For each run's final codes and independent random batches of every modality (as agents draw
+them), aligns the frames
 (``otm_fed.frames.align_frames``, round-1 search), mixes the codes as the default strategy does and
 as the paper does, and prints per trial each modality's confidence and, per modality pair, the
 plans' class mass (mass on same-class pairs; chance = sum_c p_c q_c). The labels score only.
-This is how ``gate-threshold`` was chosen (docs/alignment.md).
+Run on local-only runs (codes that were never mixed), this is how ``gate-threshold`` was chosen
+(docs/alignment.md); the last lines give each run's mean confidence per modality over the trials.
 """
 
 from __future__ import annotations
@@ -38,34 +41,49 @@ def chance(labels: list[np.ndarray], n_classes: int) -> list[float]:
     return [float(shares[a] @ shares[b]) for a, b in combinations(range(len(labels)), 2)]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("codes", type=Path, help="a run's eval-codes.npz (codes-0..M-1 in file order, labels)")
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--trials", type=int, default=3)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    with np.load(args.codes) as saved:
+def run_rows(path: Path, batch: int, trials: int, mixer: OTMixer) -> list[dict]:
+    """One row per trial: confidences per modality and class mass per modality pair."""
+    with np.load(path) as saved:
         labels = saved["labels"]
         codes = [saved[f"codes-{m}"].astype(np.float64) for m in range(sum(k.startswith("codes-") for k in saved.files))]
-    mixer = OTMixer(alpha=DEFAULTS["alpha"], max_outer=2)
     rows = []
-    for trial in range(args.trials):
+    for trial in range(trials):
         rng = np.random.default_rng(trial)
-        ids = [np.sort(rng.choice(len(labels), min(args.batch, len(labels)), replace=False)) for _ in codes]
-        batch = {m: z[ids[m]] for m, z in enumerate(codes)}
-        alignment = align_frames(batch, {}, DEFAULTS["align-starts"], rng)
-        aligned = mixer([alignment.frames[m].to_common(z) for m, z in batch.items()], trial)
-        paper = mixer(list(batch.values()), trial)
+        ids = [np.sort(rng.choice(len(labels), min(batch, len(labels)), replace=False)) for _ in codes]
+        batch_codes = {m: z[ids[m]] for m, z in enumerate(codes)}
+        alignment = align_frames(batch_codes, {}, DEFAULTS["align-starts"], rng)
+        aligned = mixer([alignment.frames[m].to_common(z) for m, z in batch_codes.items()], trial)
+        paper = mixer(list(batch_codes.values()), trial)
         batch_labels = [labels[i] for i in ids]
-        row = {"trial": trial, "confidence": list(alignment.confidences.values()),
+        row = {"codes": str(path), "trial": trial, "confidence": list(alignment.confidences.values()),
                "class_mass_aligned": class_mass(aligned.transport_plans, batch_labels),
                "class_mass_paper": class_mass(paper.transport_plans, batch_labels),
                "class_mass_chance": chance(batch_labels, int(labels.max()) + 1)}
         rows.append(row)
-        print(f"trial {trial}: confidence {np.round(row['confidence'], 3).tolist()}  class mass per pair: aligned "
-              f"{np.round(row['class_mass_aligned'], 3).tolist()}, paper {np.round(row['class_mass_paper'], 3).tolist()}, "
-              f"chance {np.round(row['class_mass_chance'], 3).tolist()}", flush=True)
+        print(f"{path} trial {trial}: confidence {np.round(row['confidence'], 3).tolist()}  class mass per pair: "
+              f"aligned {np.round(row['class_mass_aligned'], 3).tolist()}, paper "
+              f"{np.round(row['class_mass_paper'], 3).tolist()}, chance {np.round(row['class_mass_chance'], 3).tolist()}",
+              flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("codes", type=Path, nargs="+", help="runs' eval-codes.npz (codes-0..M-1 in file order, labels)")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    missing = [str(path) for path in args.codes if not path.is_file()]
+    if missing:
+        parser.error(f"no such codes file: {', '.join(missing)}")
+    mixer = OTMixer(alpha=DEFAULTS["alpha"], max_outer=2)
+    rows = []
+    for path in args.codes:
+        rows += run_rows(path, args.batch, args.trials, mixer)
+    for path in args.codes:
+        mean = np.mean([row["confidence"] for row in rows if row["codes"] == str(path)], axis=0)
+        print(f"{path}: mean confidence per modality {np.round(mean, 3).tolist()}")
     if args.json:
         write_json(args.json, rows)
 

@@ -22,8 +22,10 @@ The mix is made in the common frame; agent m gets it back in its own frame,
 phi_m^{-1}(Z~_B) = s_m Z~_B Q_m^T + c_m. Because N_m T_m^T 1 = 1, eq. 4 commutes with the
 affine phi_m^{-1}: the agent's target is the projection of the mix, expressed in its own frame.
 
-``alignment_confidence`` is the label-free gate: how much better the fit is than the fit of a
-structure-free copy of the same codes.
+``alignment_confidence`` is the label-free gate's statistic: how much better the fit is than the
+fit of a structure-free copy of the same codes. ``ConfidenceGate`` decides on it only while a
+modality has never been mixed: mixing pulls a modality's codes towards the barycenter, so its
+confidence afterwards measures an alignment the mix itself made (docs/alignment.md).
 
 Anchors (optional): K samples held by every agent, whose codes arrive in one shared order. Their
 rows correspond, so orthogonal Procrustes on them gives Q_m in closed form; the batch refines it.
@@ -31,8 +33,8 @@ rows correspond, so orthogonal Procrustes on them gives Q_m in closed form; the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -191,3 +193,41 @@ def align_frames(codes: Mapping[int, np.ndarray], rotations: Mapping[int, np.nda
         confidences[m] = alignment_confidence(x, target, rotation, value, rng)
     confidences[reference] = max(confidences.values()) if confidences else 0.0
     return FrameAlignment(frames, objectives, dict(sorted(confidences.items())), reference)
+
+
+@dataclass
+class ConfidenceGate:
+    """Which modalities mix: decided on never-mixed codes, then kept.
+
+    A modality m (not the reference) opens once the mean of its confidence over its last
+    ``window`` rounds reaches ``threshold``; the rounds counted are all rounds before it ever
+    mixed, so the statistic cannot reward an alignment the mix made. Once open it stays open.
+    The reference mixes when at least one other modality is open (it is the frame they align
+    to); fewer than two leave no one to mix with."""
+
+    threshold: float
+    window: int
+    history: dict[int, list[float]] = field(default_factory=dict)  # never-opened m -> its last confidences
+    opened: set[int] = field(default_factory=set)
+
+    def admit(self, confidences: Mapping[int, float], reference: int) -> list[int]:
+        """Record this round's confidences of the modalities not yet open; the modalities that
+        mix this round, in order."""
+        for m in sorted(confidences):
+            if m == reference or m in self.opened:
+                continue
+            recent = (self.history.get(m, []) + [float(confidences[m])])[-self.window:]
+            self.history[m] = recent
+            if len(recent) == self.window and float(np.mean(recent)) >= self.threshold:
+                self.opened.add(m)
+                del self.history[m]
+        others = [m for m in sorted(confidences) if m != reference and m in self.opened]
+        return sorted([reference, *others]) if others else []
+
+    def state(self) -> dict[str, Any]:
+        """JSON-ready: the open modalities and the confidences the others have counted so far."""
+        return {"opened": sorted(self.opened), "history": {str(m): values for m, values in sorted(self.history.items())}}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.opened = {int(m) for m in state.get("opened", [])}
+        self.history = {int(m): [float(v) for v in values] for m, values in state.get("history", {}).items()}

@@ -21,7 +21,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from otm_fed.alignment import alignment_scores, batch_sample_ids
-from otm_fed.frames import FrameAlignment, align_frames
+from otm_fed.frames import ConfidenceGate, FrameAlignment, align_frames
 from otm_fed.metrics import kmeans_scores
 from otm_fed.mixer import Mixer, MixResult, OTMixer
 from otm_fed.protocol import (
@@ -95,6 +95,7 @@ class OTMStrategy(Strategy):
         self.mixed_modalities: list[int] = []  # the modalities in this round's mix, in order
         self.mixed_codes: dict[int, np.ndarray] = {}  # their codes as mixed: phi_m(Z_m), or Z_m without alignment
         self.rotations: dict[int, np.ndarray] = {}  # modality -> Q_m of its frame map (align = procrustes)
+        self.gate = ConfidenceGate(self.config["gate-threshold"], self.config["gate-window"])
         self.row: dict[str, Any] = {}
         self.final_scores: dict[str, Any] = {}
         self.eval_codes: dict[int, np.ndarray] = {}
@@ -128,13 +129,14 @@ class OTMStrategy(Strategy):
         return alignment
 
     def gated_modalities(self, alignment: FrameAlignment | None, modalities: Iterable[int]) -> list[int]:
-        """The modalities that mix this round: those whose label-free confidence reaches
-        ``gate-threshold`` (all without alignment or gate); the others train alone. Fewer than two
+        """The modalities that mix this round (all without alignment or gate): those the
+        ``ConfidenceGate`` has opened, i.e. whose mean confidence over ``gate-window`` rounds
+        before they ever mixed reached ``gate-threshold``; the others train alone. Fewer than two
         leave no one to mix with."""
         modalities = sorted(modalities)
-        if alignment is not None and self.config["gate-threshold"] > 0:
-            modalities = [m for m in modalities if alignment.confidences[m] >= self.config["gate-threshold"]]
-        return modalities if len(modalities) >= 2 else []
+        if alignment is None or self.config["gate-threshold"] <= 0:
+            return modalities if len(modalities) >= 2 else []
+        return self.gate.admit({m: alignment.confidences[m] for m in modalities}, alignment.reference)
 
     def server_gradients(self, codes: Mapping[int, np.ndarray], result: MixResult) -> list[np.ndarray] | None:
         """G_m = d GW(K(Z~_B), I_C) / d Z_m (eq. 7) for the mixed modalities (``codes`` as mixed),
@@ -464,10 +466,11 @@ class OTMStrategy(Strategy):
         """What the next round needs besides the agents' own checkpoints. The server's randomness
         is a pure function of (seed, round) (``round_seed``), so the round is its RNG state;
         piggy-backed codes are not kept: a resumed round QUERYs them again, bit for bit. The frame
-        rotations Q_m are kept (as JSON floats, which round-trip exactly)."""
+        rotations Q_m are kept (as JSON floats, which round-trip exactly), and the gate's state."""
         return {"round": server_round, "seed": self.config["seed"], "wall_seconds": wall_seconds,
                 "failure_counts": {str(node): count for node, count in self.failure_counts.items()},
-                "rotations": {str(m): rotation.tolist() for m, rotation in sorted(self.rotations.items())}}
+                "rotations": {str(m): rotation.tolist() for m, rotation in sorted(self.rotations.items())},
+                "gate": self.gate.state()}
 
     def restore(self) -> tuple[int, float]:
         """(first round, seconds already spent): after the checkpoint's round with ``resume``."""
@@ -479,6 +482,7 @@ class OTMStrategy(Strategy):
                              f"the config has seed {self.config['seed']}")
         self.failure_counts = {int(node): count for node, count in state["failure_counts"].items()}
         self.rotations = {int(m): np.array(rotation) for m, rotation in state.get("rotations", {}).items()}
+        self.gate.restore(state.get("gate", {}))
         log.info("resuming after round %d", state["round"])
         self.progress(f"resuming after round {state['round']}")
         return state["round"] + 1, state["wall_seconds"]
@@ -504,7 +508,7 @@ class OTMStrategy(Strategy):
             self.row["frames"] = {"reference": self.alignment.reference,
                                   "confidence": {str(m): c for m, c in self.alignment.confidences.items()},
                                   "objective": {str(m): v for m, v in self.alignment.objectives.items()},
-                                  "mixed": self.mixed_modalities}
+                                  "mixed": self.mixed_modalities, "opened": sorted(self.gate.opened)}
         if self.mix_result is not None:
             result = self.mix_result.barycenter
             self.row["mixer"] = {"objective": result.objective, "initial_objective": result.initial_objective,

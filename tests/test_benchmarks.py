@@ -20,7 +20,7 @@ def test_raw_kmeans_anchor_on_orl(data_dir):
 
 
 def test_federated_row_has_the_documented_fields(data_dir, tmp_path, monkeypatch):
-    monkeypatch.setitem(clustering.METHODS, "otm", {**clustering.METHODS["otm"], "batch-size": "64",
+    monkeypatch.setitem(clustering.METHODS, "otm", {**clustering.METHODS["otm"], "batch-size": "64", "gate-threshold": "0",
                                                    "eval-every": "2"})
     row = clustering.federated_row("orl", "otm", False, 1, 2, str(data_dir), tmp_path)
     assert {"dataset", "method", "aligned", "seed", "purity", "acc", "nmi", "ari", "purity_per_modality",
@@ -122,3 +122,22 @@ def test_local_training_table_means_over_seeds_and_views(data_dir):
     assert "| prokaryotic | mean |" in table and table.splitlines()[-1].endswith("| 1.000 |")
     assert local_training.parse_variants("default,mine=epochs:5;neighbours:3") == {
         "default": {}, "mine": {"epochs": "5", "neighbours": "3"}}
+
+
+def test_frame_confidence_reads_a_rotated_copy_as_aligned_and_noise_as_not(tmp_path):
+    """The gate's selection tool on saved codes: a rotated copy of clustered codes reads confidence
+    near 1 and puts the aligned plans' mass on same-class pairs; independent noise reads near 0."""
+    import frame_confidence
+    from scipy.stats import ortho_group
+
+    from otm_fed.mixer import OTMixer
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(120) % 4
+    codes = rng.normal(scale=4.0, size=(4, 6))[labels] + rng.normal(size=(120, 6)) * (0.3 + 0.2 * labels[:, None])
+    np.savez(tmp_path / "eval-codes.npz", labels=labels, **{"codes-0": codes, "codes-1": codes @ ortho_group.rvs(6, random_state=1),
+                                                             "codes-2": rng.normal(size=(120, 6))})
+    rows = frame_confidence.run_rows(tmp_path / "eval-codes.npz", batch=120, trials=1, mixer=OTMixer(max_outer=2))
+    confidence, mass, chance = rows[0]["confidence"], rows[0]["class_mass_aligned"], rows[0]["class_mass_chance"]
+    assert confidence[1] > 0.9 and abs(confidence[2]) < 0.1
+    assert chance[0] == pytest.approx(0.25) and mass[0] > 0.9  # pair (0, 1): the mass stays on each sample's class

@@ -5,7 +5,7 @@ import pytest
 from scipy.stats import ortho_group
 
 from otm_fed.config import resolve_config
-from otm_fed.frames import Frame, align_frames, alignment_confidence, standardise, wasserstein_procrustes
+from otm_fed.frames import ConfidenceGate, Frame, align_frames, alignment_confidence, standardise, wasserstein_procrustes
 from otm_fed.mixer import OTMixer
 from otm_fed.plans import project_to_modality
 from otm_fed.protocol import read_train_request
@@ -91,6 +91,22 @@ def test_confidence_is_below_one_for_a_structure_free_partner():
     assert alignment_confidence(x, y, rotation, value, rng) < 0.2
 
 
+def test_gate_opens_on_the_mean_of_a_full_window_and_never_closes():
+    """Modality 1 opens when the mean of its last 3 confidences first reaches 0.25, and stays open
+    however low it reads afterwards (those readings are not even counted); modality 2's early spike
+    opens nothing before its window is full; the reference mixes only once someone is open."""
+    gate = ConfidenceGate(threshold=0.25, window=3)
+    rounds = [{0: 0.9, 1: 0.3, 2: 0.6}, {0: 0.3, 1: 0.1, 2: 0.0}, {0: 0.3, 1: 0.3, 2: 0.0},
+              {0: 0.4, 1: 0.4, 2: 0.1}, {0: 0.0, 1: -0.2, 2: 0.1}, {0: 0.0, 1: -0.3, 2: 0.6}]
+    mixed = [gate.admit(confidences, reference=0) for confidences in rounds]
+    assert mixed == [[], [], [], [0, 1], [0, 1], [0, 1, 2]]
+    assert gate.opened == {1, 2} and gate.history == {}
+    late = ConfidenceGate(threshold=0.25, window=3)
+    for confidences in rounds[:4]:
+        late.admit(confidences, reference=0)
+    assert late.history == {2: [0.0, 0.0, 0.1]}  # mean 0.033: still counting
+
+
 def strategy(**overrides: str) -> OTMStrategy:
     config = resolve_config("synthetic", {"synthetic-samples": "120", "batch-size": "60", **overrides})
     return OTMStrategy(config, n_modalities=3, n_clusters=6, progress=lambda line: None)
@@ -102,7 +118,7 @@ def test_strategy_sends_each_agent_the_mix_in_its_own_frame_and_gates_the_unalig
     z0 = clustered_codes(60, 16, seed=8).astype(np.float32)
     z1 = transformed_copy(z0, seed=9)[0].astype(np.float32)
     z2 = np.random.default_rng(10).normal(size=(60, 16)).astype(np.float32)
-    otm = strategy()
+    otm = strategy(**{"gate-window": "1"})  # decide on this one round
     otm.codes = {0: z0, 1: z1, 2: z2}
     otm.alignment = otm.align(1, otm.codes)
     otm.mixed_modalities = otm.gated_modalities(otm.alignment, otm.codes)
@@ -125,6 +141,7 @@ def test_rotations_survive_a_checkpoint_bit_for_bit(tmp_path):
 
     otm = strategy()
     otm.rotations = {0: np.eye(16), 1: ortho_group.rvs(16, random_state=11), 2: ortho_group.rvs(16, random_state=12)}
+    otm.gate.opened, otm.gate.history = {1}, {2: [0.125, 0.3]}
     RunRecorder(tmp_path, otm.config).save_checkpoint(otm.checkpoint(4, 1.0))
     config = {**otm.config, "resume": True}
     restored = OTMStrategy(config, 3, 6, recorder=RunRecorder(tmp_path, config), progress=lambda line: None)
@@ -132,6 +149,7 @@ def test_rotations_survive_a_checkpoint_bit_for_bit(tmp_path):
     assert restored.rotations.keys() == otm.rotations.keys()
     for m, rotation in otm.rotations.items():
         assert np.array_equal(restored.rotations[m], rotation)
+    assert restored.gate.opened == {1} and restored.gate.history == {2: [0.125, 0.3]}
 
 
 def test_aligned_frames_put_plan_mass_on_same_class_samples_where_the_paper_mix_does_not(tmp_path):
@@ -144,7 +162,7 @@ def test_aligned_frames_put_plan_mass_on_same_class_samples_where_the_paper_mix_
 
     class_mass = {}
     for align in ("procrustes", "none"):
-        config = resolve_config("synthetic", {"rounds": "6", "eval-every": "6", "align": align})
+        config = resolve_config("synthetic", {"rounds": "6", "eval-every": "6", "align": align, "gate-window": "1"})
         rows = read_rounds(run_inprocess(config, 3, tmp_path / align))
         mass = [(row["alignment"]["class_mass"], row["alignment"]["class_mass_chance"]) for row in rows
                 if "alignment" in row]
