@@ -6,6 +6,8 @@
   simulation) the plan mass on true counterparts, at each evaluated round;
 * ``losses-per-round.png``: per run and modality, each loss term of eq. 6 (reconstruction,
   latent matching, ..., total) at every trained round;
+* ``gate-per-round.png``: per OTM run with frame alignment, each modality's label-free confidence
+  per round against ``gate-threshold``, filled where the modality mixed (docs/alignment.md);
 * ``tsne.png``: per run that saved its final evaluation codes (``eval-codes.npz``, written with
   ``fused-eval`` in simulation), a t-SNE of the concatenated codes coloured by label; an
   unaligned and an aligned run side by side give the paper's Figure 2.
@@ -16,14 +18,16 @@ imports ``otm_fed`` (an agent, the server) pays for them.
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from otm_fed.results import EVAL_CODES_FILE, METRICS_FILE, read_rounds, read_summary
+from otm_fed.results import CONFIG_FILE, EVAL_CODES_FILE, METRICS_FILE, read_rounds, read_summary
 
 SCORES_PLOT, LOSSES_PLOT, TSNE_PLOT = "scores-per-round.png", "losses-per-round.png", "tsne.png"
+GATE_PLOT = "gate-per-round.png"
 
 
 def _pyplot() -> Any:
@@ -85,6 +89,41 @@ def plot_losses(run_dirs: list[Path], path: Path) -> None:
     _save(figure, path)
 
 
+def saved_config(run_dir: Path) -> dict[str, Any]:
+    """The run's saved config.toml ({} when the folder has none)."""
+    path = run_dir / CONFIG_FILE
+    return tomllib.loads(path.read_text()) if path.is_file() else {}
+
+
+def plot_gate(run_dirs: list[Path], path: Path) -> bool:
+    """One panel per run with frames: each modality's confidence per round (filled markers where
+    it mixed) and the run's gate threshold; False (nothing written) when no run aligned frames."""
+    framed_rows = {run_dir: [row for row in read_rounds(run_dir) if "frames" in row] for run_dir in run_dirs}
+    runs = {run_dir: rows for run_dir, rows in framed_rows.items() if rows}
+    if not runs:
+        return False
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 4.2), squeeze=False)
+    for axis, (run_dir, framed) in zip(axes[0], runs.items()):
+        modalities = sorted({m for row in framed for m in row["frames"]["confidence"]}, key=int)
+        for index, modality in enumerate(modalities):
+            points = [(row["round"], row["frames"]["confidence"][modality], int(modality) in row["frames"]["mixed"])
+                      for row in framed if modality in row["frames"]["confidence"]]
+            rounds, values, mixed = zip(*points)
+            colour = f"C{index % 10}"
+            axis.plot(rounds, values, color=colour, linewidth=1, label=f"m{modality}")
+            axis.scatter([r for r, m in zip(rounds, mixed) if m], [v for v, m in zip(values, mixed) if m],
+                         color=colour, s=10)
+        threshold = saved_config(run_dir).get("gate-threshold")
+        if threshold:
+            axis.axhline(threshold, color="grey", linestyle="--", linewidth=1, label="gate-threshold")
+        axis.set(title=f"{run_dir.name}: confidence (dots: mixed)", xlabel="round")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    _save(figure, path)
+    return True
+
+
 def plot_tsne(run_dirs: list[Path], path: Path, seed: int = 0) -> bool:
     """The t-SNE panel of each run that saved its codes; False (nothing written) when none did."""
     runs = [run_dir for run_dir in run_dirs if (run_dir / EVAL_CODES_FILE).is_file()]
@@ -116,4 +155,5 @@ def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     plot_scores(run_dirs, out_dir / SCORES_PLOT)
     plot_losses(run_dirs, out_dir / LOSSES_PLOT)
     written = [out_dir / SCORES_PLOT, out_dir / LOSSES_PLOT]
+    written += [out_dir / GATE_PLOT] if plot_gate(run_dirs, out_dir / GATE_PLOT) else []
     return written + ([out_dir / TSNE_PLOT] if plot_tsne(run_dirs, out_dir / TSNE_PLOT) else [])

@@ -137,7 +137,28 @@ def test_frame_confidence_reads_a_rotated_copy_as_aligned_and_noise_as_not(tmp_p
     codes = rng.normal(scale=4.0, size=(4, 6))[labels] + rng.normal(size=(120, 6)) * (0.3 + 0.2 * labels[:, None])
     np.savez(tmp_path / "eval-codes.npz", labels=labels, **{"codes-0": codes, "codes-1": codes @ ortho_group.rvs(6, random_state=1),
                                                              "codes-2": rng.normal(size=(120, 6))})
-    rows = frame_confidence.run_rows(tmp_path / "eval-codes.npz", batch=120, trials=1, mixer=OTMixer(max_outer=2))
+    rows = frame_confidence.run_rows(tmp_path / "eval-codes.npz", batch=120, trials=1, mixer=OTMixer(max_outer=2), pairs=True)
     confidence, mass, chance = rows[0]["confidence"], rows[0]["class_mass_aligned"], rows[0]["class_mass_chance"]
     assert confidence[1] > 0.9 and abs(confidence[2]) < 0.1
     assert chance[0] == pytest.approx(0.25) and mass[0] > 0.9  # pair (0, 1): the mass stays on each sample's class
+    frames = rows[0]["class_mass_frames"]
+    assert np.isnan(frames[0]) and frames[1] > 0.9 and frames[2] < 0.5  # the plans the confidence judged
+    pairs = {(pair["reference"], pair["modality"]): pair for pair in rows[0]["pairs"]}
+    assert len(pairs) == 6 and pairs[(1, 0)]["confidence"] > 0.9 and pairs[(1, 0)]["class_mass_above_chance"] > 0.65
+    assert abs(pairs[(1, 2)]["confidence"]) < 0.1
+    assert frame_confidence.frame_mass_above_chance(rows[0])[1:] == pytest.approx([frames[1] - chance[0], frames[2] - chance[1]])
+
+
+def test_headroom_ceiling_separates_informative_from_uninformative_views():
+    import headroom
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(200) % 2
+    informative = labels[:, None] * 3.0 + rng.normal(size=(200, 4))
+    assert headroom.linear_ceiling(informative, labels) > 0.95
+    assert abs(headroom.linear_ceiling(rng.normal(size=(200, 4)), labels) - 0.5) < 0.12
+    rows = [{"dataset": "orl", "method": "local-only", "acc_per_modality": [0.5, 0.7]},
+            {"dataset": "orl", "method": "local-only", "acc_per_modality": [0.7, 0.9]},
+            {"dataset": "orl", "method": "otm", "acc_per_modality": [0.0, 0.0]}]
+    assert headroom.local_only_acc(rows, "orl") == pytest.approx([0.6, 0.8])
+    assert headroom.local_only_acc(rows, "movies") is None

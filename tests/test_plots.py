@@ -27,10 +27,10 @@ def run_with_console(tmp_path_factory) -> tuple[Path, str]:
 
 def test_a_run_writes_its_plots_and_names_every_file(run_with_console):
     run_dir, console = run_with_console
-    for name in ("scores-per-round.png", "losses-per-round.png", "tsne.png"):
+    for name in ("scores-per-round.png", "losses-per-round.png", "gate-per-round.png", "tsne.png"):
         assert (run_dir / name).stat().st_size > 1000
     closing = console.strip().splitlines()[-1]
-    assert closing == (f"wrote {run_dir}/: agents/, config.toml, eval-codes.npz, losses-per-round.png, metrics.jsonl, "
+    assert closing == (f"wrote {run_dir}/: agents/, config.toml, eval-codes.npz, gate-per-round.png, losses-per-round.png, metrics.jsonl, "
                        "scores-per-round.png, server-state.json, summary.json, tsne.png")
 
 
@@ -48,7 +48,8 @@ def test_plot_command_draws_into_a_folder(run_with_console, tmp_path, capsys):
     run_dir, _ = run_with_console
     assert main(["plot", str(run_dir), str(run_dir), "--out", str(tmp_path / "plots")]) == 0
     assert capsys.readouterr().out.strip() == "wrote " + ", ".join(
-        str(tmp_path / "plots" / name) for name in ("scores-per-round.png", "losses-per-round.png", "tsne.png"))
+        str(tmp_path / "plots" / name) for name in ("scores-per-round.png", "losses-per-round.png", "gate-per-round.png",
+                                                    "tsne.png"))
     assert main(["plot", str(tmp_path)]) == 2
     assert "not run folders (no metrics.jsonl)" in capsys.readouterr().err
 
