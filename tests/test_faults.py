@@ -215,7 +215,7 @@ def test_killed_and_resumed_run_ends_with_the_same_numbers(tmp_path):
     from server.cli import main
 
     common = ["simulate", "--engine", "inprocess", "--rounds", "4", "--set", "eval-every=2", "--set",
-              "synthetic-samples=240", "--set", "batch-size=64", "--set", "eta=0.1"]
+              "synthetic-samples=240", "--set", "batch-size=64", "--set", "eta=0.1", "--set", "gate-window=2"]
     assert main([*common, "--out", str(tmp_path / "whole")]) == 0
 
     def kill_in_round_3(kind, modality, round_number, call):
@@ -224,7 +224,7 @@ def test_killed_and_resumed_run_ends_with_the_same_numbers(tmp_path):
         return call()
 
     config = resolve_config("synthetic", {"rounds": "4", "eval-every": "2", "synthetic-samples": "240",
-                                          "batch-size": "64", "eta": "0.1"})
+                                          "batch-size": "64", "eta": "0.1", "gate-window": "2"})
     with pytest.raises(ServerKilled):
         run_inprocess(config, 3, tmp_path / "resumed", faulty_app(kill_in_round_3))
     assert [row["round"] for row in read_rounds(tmp_path / "resumed")] == [1, 2]
@@ -236,4 +236,8 @@ def test_killed_and_resumed_run_ends_with_the_same_numbers(tmp_path):
     for row_whole, row_resumed in zip(rows_whole, rows_resumed):
         assert row_resumed["losses"] == row_whole["losses"]
         assert row_resumed.get("mixer") == row_whole.get("mixer")
-        assert row_resumed["frames"] == row_whole["frames"]  # the frame rotations were restored exactly
+        assert row_resumed["frames"] == row_whole["frames"]  # the frame rotations and the gate were restored exactly
+    # the gate opened modality 1 in round 2, before the kill: the resumed run kept it open and mixed in
+    # every round after (the readings still counted travel too: test_frames checks them bit for bit)
+    assert [row["frames"]["opened"] for row in rows_whole] == [[], [1], [1], [1]]
+    assert [row.get("mixer", {}).get("modalities") for row in rows_resumed] == [None, [0, 1], [0, 1], [0, 1]]
