@@ -18,12 +18,12 @@ imports ``otm_fed`` (an agent, the server) pays for them.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from otm_fed.config import load_scenario
 from otm_fed.results import CONFIG_FILE, EVAL_CODES_FILE, METRICS_FILE, read_rounds, read_summary
 
 SCORES_PLOT, LOSSES_PLOT, TSNE_PLOT = "scores-per-round.png", "losses-per-round.png", "tsne.png"
@@ -89,12 +89,6 @@ def plot_losses(run_dirs: list[Path], path: Path) -> None:
     _save(figure, path)
 
 
-def saved_config(run_dir: Path) -> dict[str, Any]:
-    """The run's saved config.toml ({} when the folder has none)."""
-    path = run_dir / CONFIG_FILE
-    return tomllib.loads(path.read_text()) if path.is_file() else {}
-
-
 def plot_gate(run_dirs: list[Path], path: Path) -> bool:
     """One panel per run with frames: each modality's confidence per round (filled markers where
     it mixed) and the run's gate threshold; False (nothing written) when no run aligned frames."""
@@ -114,7 +108,8 @@ def plot_gate(run_dirs: list[Path], path: Path) -> bool:
             axis.plot(rounds, values, color=colour, linewidth=1, label=f"m{modality}")
             axis.scatter([r for r, m in zip(rounds, mixed) if m], [v for v, m in zip(values, mixed) if m],
                          color=colour, s=10)
-        threshold = saved_config(run_dir).get("gate-threshold")
+        saved = run_dir / CONFIG_FILE
+        threshold = load_scenario(str(saved)).get("gate-threshold") if saved.is_file() else None
         if threshold:
             axis.axhline(threshold, color="grey", linestyle="--", linewidth=1, label="gate-threshold")
         axis.set(title=f"{run_dir.name}: confidence (dots: mixed)", xlabel="round")

@@ -59,3 +59,16 @@ def test_agents_and_the_server_do_not_import_matplotlib():
             "print('matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_gate_plot_only_for_runs_that_aligned_frames(tmp_path):
+    import json
+
+    from otm_fed.plots import plot_gate
+
+    local, framed = tmp_path / "local", tmp_path / "framed"
+    for run_dir, extra in ((local, {}), (framed, {"frames": {"confidence": {"0": 0.4, "1": 0.4}, "mixed": [0, 1]}})):
+        run_dir.mkdir()
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"round": r, **extra}) + "\n" for r in (1, 2)))
+    assert not plot_gate([local], tmp_path / "none.png") and not (tmp_path / "none.png").exists()
+    assert plot_gate([local, framed], tmp_path / "gate.png") and (tmp_path / "gate.png").stat().st_size > 1000
