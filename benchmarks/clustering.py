@@ -35,11 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from otm_fed.config import resolve_config  # noqa: E402
-from otm_fed.data import normalise_view  # noqa: E402
 from otm_fed.metrics import kmeans_scores  # noqa: E402
 from otm_fed.protocol import SCORE_NAMES  # noqa: E402
 from otm_fed.results import CONFIG_FILE, SUMMARY_FILE, read_rounds, write_json  # noqa: E402
-from otm_fed.scenario import scenario_dataset, view_normalisation  # noqa: E402
+from otm_fed.scenario import normalised_views, scenario_dataset  # noqa: E402
 
 DATASETS = ("synthetic", "orl", "movies", "prokaryotic", "handwritten")
 # "otm" is the default: frames aligned on the server and the label-free gate (otm_fed.frames);
@@ -73,7 +72,7 @@ def raw_kmeans_row(dataset: str, aligned: bool, seed: int, data_dir: str) -> dic
     """k-means on each agent's normalised raw view (mean over views) and on their concatenation."""
     config = resolve_config(dataset, {"seed": str(seed), "data-dir": data_dir})
     data = scenario_dataset(config)
-    views = [normalise_view(view, view_normalisation(config, m)) for m, view in enumerate(data.views)]
+    views = normalised_views(config, data)
     per_view = [kmeans_scores(v, data.labels, data.n_classes, config["kmeans-init"], seed) for v in views]
     fused = kmeans_scores(np.concatenate(views, axis=1), data.labels, data.n_classes, config["kmeans-init"], seed)
     row: dict[str, Any] = {"dataset": dataset_label(dataset), "method": "raw-kmeans", "aligned": aligned, "seed": seed}

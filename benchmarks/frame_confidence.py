@@ -47,6 +47,7 @@ def run_rows(path: Path, batch: int, trials: int, mixer: OTMixer, pairs: bool = 
     with np.load(path) as saved:
         labels = saved["labels"]
         codes = [saved[f"codes-{m}"].astype(np.float64) for m in range(sum(k.startswith("codes-") for k in saved.files))]
+    n_classes = int(labels.max()) + 1
     rows = []
     for trial in range(trials):
         rng = np.random.default_rng(trial)
@@ -57,10 +58,10 @@ def run_rows(path: Path, batch: int, trials: int, mixer: OTMixer, pairs: bool = 
         paper = mixer(list(batch_codes.values()), trial)
         batch_labels = [labels[i] for i in ids]
         row = {"codes": str(path), "trial": trial, "confidence": list(alignment.confidences.values()),
-               "pairs": pair_rows(batch_codes, batch_labels, rng) if pairs else [],
+               "pairs": pair_rows(batch_codes, batch_labels, n_classes, rng) if pairs else [],
                "class_mass_aligned": class_mass(aligned.transport_plans, batch_labels),
                "class_mass_paper": class_mass(paper.transport_plans, batch_labels),
-               "class_mass_chance": chance(batch_labels, int(labels.max()) + 1),
+               "class_mass_chance": chance(batch_labels, n_classes),
                "class_mass_frames": frame_class_mass(alignment, batch_codes, batch_labels)}
         rows.append(row)
         print(f"{path} trial {trial}: confidence {np.round(row['confidence'], 3).tolist()}  class mass per pair: "
@@ -87,7 +88,8 @@ def frame_class_mass(alignment, batch_codes: dict[int, np.ndarray], labels: list
     return masses
 
 
-def pair_rows(batch_codes: dict[int, np.ndarray], labels: list[np.ndarray], rng: np.random.Generator) -> list[dict]:
+def pair_rows(batch_codes: dict[int, np.ndarray], labels: list[np.ndarray], n_classes: int,
+              rng: np.random.Generator) -> list[dict]:
     """Every ordered pair (reference r, modality m) aligned alone, m into r's frame: m's confidence
     and the class mass above chance of its plan. Could another reference frame align m?"""
     rows = []
@@ -96,7 +98,7 @@ def pair_rows(batch_codes: dict[int, np.ndarray], labels: list[np.ndarray], rng:
         pair_labels = [labels[r], labels[m]]
         mass = frame_class_mass(alignment, {0: batch_codes[r], 1: batch_codes[m]}, pair_labels)[1]
         rows.append({"reference": r, "modality": m, "confidence": alignment.confidences[1],
-                     "class_mass_above_chance": mass - chance(pair_labels, int(max(map(np.max, labels))) + 1)[0]})
+                     "class_mass_above_chance": mass - chance(pair_labels, n_classes)[0]})
     return rows
 
 

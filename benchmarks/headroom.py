@@ -24,9 +24,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from otm_fed.config import resolve_config  # noqa: E402
-from otm_fed.data import normalise_view  # noqa: E402
 from otm_fed.results import write_json  # noqa: E402
-from otm_fed.scenario import scenario_dataset, view_normalisation  # noqa: E402
+from otm_fed.scenario import normalised_views, scenario_dataset  # noqa: E402
 
 DATASETS = ("synthetic", "orl", "movies", "prokaryotic", "handwritten")
 FOLDS = 5
@@ -42,8 +41,7 @@ def view_ceilings(dataset: str) -> list[float]:
     """The linear ceiling of each view of a scenario, normalised as its agents normalise it."""
     config = resolve_config(dataset, {})
     data = scenario_dataset(config)
-    return [linear_ceiling(normalise_view(np.asarray(view, dtype=np.float64), view_normalisation(config, m)), data.labels)
-            for m, view in enumerate(data.views)]
+    return [linear_ceiling(view, data.labels) for view in normalised_views(config, data)]
 
 
 def local_only_acc(rows: list[dict], dataset: str) -> list[float] | None:

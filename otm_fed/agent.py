@@ -148,12 +148,15 @@ class ModalityAgent:
 
     # ------------------------------------------------------------------ training
 
+    def own_batch_size(self) -> int:
+        """Rows per own step: ``batch-size``, at most N_m."""
+        return min(self.config["batch-size"], len(self.data.train))
+
     def own_steps(self) -> int:
         """Steps on fresh batches of the agent's own data after the kept batch's, each round: enough
         that the run covers ``epochs`` passes over its N_m training rows, ceil(epochs N_m /
         (rounds x batch-size)) steps a round in all, of which ``local-steps`` are the kept batch's."""
-        total = math.ceil(self.config["epochs"] * len(self.data.train)
-                          / (self.config["rounds"] * min(self.config["batch-size"], len(self.data.train))))
+        total = math.ceil(self.config["epochs"] * len(self.data.train) / (self.config["rounds"] * self.own_batch_size()))
         return max(0, total - self.config["local-steps"])
 
     def train(self, instruction: TrainInstruction) -> dict[str, float]:
@@ -176,9 +179,8 @@ class ModalityAgent:
         steps = [self.step(self.batch_indices, generator, projected, gradient)
                  for _ in range(self.config["local-steps"])]
         fresh = np.random.default_rng([instruction.seed, self.modality, instruction.round, 6])
-        n_rows = len(self.data.train)
-        for _ in range(self.own_steps()):  # batches of the size own_steps() counts with
-            self.step(np.sort(fresh.choice(n_rows, min(self.config["batch-size"], n_rows), replace=False)), generator)
+        for _ in range(self.own_steps()):
+            self.step(np.sort(fresh.choice(len(self.data.train), self.own_batch_size(), replace=False)), generator)
         return steps[0]
 
     def step(self, rows: np.ndarray, generator: torch.Generator, projected: torch.Tensor | None = None,

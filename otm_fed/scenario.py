@@ -78,6 +78,12 @@ def view_normalisation(config: Mapping[str, Any], modality: int) -> str:
     return methods[modality] if len(methods) > 1 else methods[0]
 
 
+def normalised_views(config: Mapping[str, Any], dataset: MultiViewDataset) -> list[np.ndarray]:
+    """Every view of ``dataset`` normalised as its agent normalises it (file order, no permutation):
+    what the benchmarks' raw-feature baselines read."""
+    return [normalise_view(view, view_normalisation(config, m)) for m, view in enumerate(dataset.views)]
+
+
 def check_fits(config: Mapping[str, Any], dataset: MultiViewDataset, n_modalities: int | None = None) -> None:
     """Refuse, before any round, a config that does not fit its data: more modalities than views,
     a normalisation list of the wrong length or one a view cannot take (tf-idf of negative values),
