@@ -34,12 +34,18 @@ from otm_fed.results import write_json  # noqa: E402
 from otm_fed.scenario import modality_data, scenario_dataset  # noqa: E402
 
 DATASETS = ("synthetic", "orl", "movies", "prokaryotic", "handwritten")
-# The study that chose the defaults (docs/local-training.md): the paper's WAE, then each change.
+# The studies that chose the defaults (docs/local-training.md): the paper's WAE, then each change
+# (session 5, before the structure term existed: hence structure-weight 0), then the structure term's
+# weight (session 7; "no-structure" is session 5's default, "structure-3" today's).
+NO_STRUCTURE = {"structure-weight": "0"}
 VARIANTS: dict[str, dict[str, str]] = {
-    "paper-wae": {"reconstruction": "squared", "neighbour-weight": "0", "epochs": "0"},
-    "cosine": {"neighbour-weight": "0", "epochs": "0"},
-    **{f"neighbour-{w}": {"neighbour-weight": w, "epochs": "0"} for w in ("0.03", "0.1", "0.3", "1")},
-    **{f"neighbour-dof-{nu}": {"neighbour-dof": nu} for nu in ("5", "inf")},
+    "paper-wae": {"reconstruction": "squared", "neighbour-weight": "0", "epochs": "0", **NO_STRUCTURE},
+    "cosine": {"neighbour-weight": "0", "epochs": "0", **NO_STRUCTURE},
+    **{f"neighbour-{w}": {"neighbour-weight": w, "epochs": "0", **NO_STRUCTURE} for w in ("0.03", "0.1", "0.3", "1")},
+    **{f"neighbour-dof-{nu}": {"neighbour-dof": nu, **NO_STRUCTURE} for nu in ("5", "inf")},
+    "no-structure": NO_STRUCTURE,
+    **{f"structure-{w}": {"structure-weight": w} for w in ("1", "3", "10")},
+    "structure-only-3": {"structure-weight": "3", "neighbour-weight": "0"},
     "default": {},
 }
 

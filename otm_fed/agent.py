@@ -96,10 +96,10 @@ class ModalityAgent:
         self.config = config
         error = reconstruction_error(config, modality)
         # The neighbour term is the unsupervised regulariser; in supervised mode eq. 8 takes its place.
-        neighbour = config["neighbour-weight"] * null_reconstruction_error(data.train, error) \
-            if config["task"] == "clustering" else 0.0
+        scale = null_reconstruction_error(data.train, error) if config["task"] == "clustering" else 0.0
         self.weights = LossWeights(config["beta"], config["eta"], config["mmd-weight"], config["decode-mix"],
-                                   neighbour, error, config["neighbour-dof"])
+                                   config["neighbour-weight"] * scale, error, config["neighbour-dof"],
+                                   config["structure-weight"] * scale)
         self.neighbours: np.ndarray | None = None  # k-NN ids of the training rows, found at the first step
         with torch.random.fork_rng():
             torch.manual_seed(initial_weights_seed(config, modality, data.train.shape[1]))

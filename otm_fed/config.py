@@ -75,12 +75,14 @@ DEFAULTS: dict[str, Any] = {
     # Local training (issue 12), chosen once on seeds 0-1 of the five shared sets with one agent
     # trained alone per view (docs/local-training.md): cosine error for l2/tf-idf views, the
     # neighbour term at 0.3 of the view's null reconstruction error, k = N / 2C capped at 10,
-    # and at least 100 passes over each agent's own rows.
+    # at least 100 passes over each agent's own rows, and (session 7) the structure term at 3
+    # times the view's null reconstruction error (best mean over the five sets of 1, 3 and 10).
     "reconstruction": "auto",
     "neighbour-weight": 0.3,
     "neighbours": 0,
     "epochs": 100,
     "neighbour-dof": 1.0,
+    "structure-weight": 3.0,
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -96,7 +98,7 @@ POSITIVE_INTS = ("rounds", "batch-size", "local-steps", "latent-dim", "hidden-di
                  "gate-window")
 NON_NEGATIVE = ("num-modalities", "n-clusters", "barycenter-size", "max-outer", "beta", "eta", "mmd-weight", "synthetic-weak-view",
                 "latent-clip", "latent-noise-multiplier", "fold", "supervised-weight", "gate-threshold",
-                "anchors", "neighbour-weight", "neighbours", "epochs")
+                "anchors", "neighbour-weight", "neighbours", "epochs", "structure-weight")
 
 
 class ConfigError(ValueError):

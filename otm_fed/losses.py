@@ -40,6 +40,21 @@ def neighbour_embedding_loss(codes: torch.Tensor, neighbour_codes: torch.Tensor,
     return -(log_similarity.diagonal() - torch.logsumexp(log_similarity, 1)).mean()
 
 
+def structure_loss(x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Beyond the paper, a term that keeps the view's geometry: the GW discrepancy of eq. 7 between
+    the batch's input structure C_x = (||x_i - x_j||) and its code structure C_z = (||z_i - z_j||)
+    under the identity coupling (row i is row i), each structure divided by its mean so that the
+    term is free of the view's and the codes' scale:
+    (1/N^2) sum_ij (C_z,ij / mean(C_z) - C_x,ij / mean(C_x))^2.
+    At 0 the codes are the input up to a similarity, so k-means finds the raw view's clusters."""
+    if len(x) < 2:
+        return codes.new_zeros(())
+    input_structure = torch.cdist(x, x)
+    code_structure = torch.cdist(codes, codes)
+    return (code_structure / code_structure.mean().clamp_min(1e-12)
+            - input_structure / input_structure.mean().clamp_min(1e-12)).pow(2).mean()
+
+
 def mmd_penalty(codes: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """WAE-MMD (Tolstikhin et al. 2018): MMD between the codes and N(0, I) samples with the
     inverse multiquadratic kernel k(x, y) = C / (C + ||x - y||^2), C = 2 d."""
@@ -61,7 +76,8 @@ def mmd_penalty(codes: torch.Tensor, generator: torch.Generator | None = None) -
 class LossWeights:
     """beta: latent matching to Z~_m (eq. 6); eta: server regulariser gradient (eq. 7);
     mmd: WAE-MMD penalty; decode_mix: also reconstruct X_m from g_m(Z~_m) (public code);
-    neighbour: the neighbour-embedding term; reconstruction: "squared" or "cosine" error."""
+    neighbour: the neighbour-embedding term; reconstruction: "squared" or "cosine" error;
+    structure: the input-structure term (``structure_loss``)."""
 
     beta: float = 1.0
     eta: float = 0.0
@@ -70,6 +86,7 @@ class LossWeights:
     neighbour: float = 0.0
     reconstruction: str = "squared"
     neighbour_dof: float = 1.0
+    structure: float = 0.0
 
 
 def local_loss(x: torch.Tensor, codes: torch.Tensor, reconstruction: torch.Tensor,
@@ -78,7 +95,7 @@ def local_loss(x: torch.Tensor, codes: torch.Tensor, reconstruction: torch.Tenso
                generator: torch.Generator | None = None,
                neighbour_codes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """L_m = ||X_m - g_m(f_m(X_m))||^2 + beta ||f_m(X_m) - Z~_m||^2 + eta <G_m, f_m(X_m)>
-    (+ mmd, + ||X_m - g_m(Z~_m)||^2, + the neighbour term on ``neighbour_codes``); the
+    (+ mmd, + ||X_m - g_m(Z~_m)||^2, + the neighbour term on ``neighbour_codes``, + the structure term); the
     reconstruction error is squared or cosine (``weights.reconstruction``); returns every term and
     their sum under "total". Without a mix (local-only training) the mixing terms are absent."""
     error = RECONSTRUCTION_ERRORS[weights.reconstruction]
@@ -91,6 +108,8 @@ def local_loss(x: torch.Tensor, codes: torch.Tensor, reconstruction: torch.Tenso
         terms["server_regulariser"] = weights.eta * (server_gradient * codes).sum()
     if neighbour_codes is not None and weights.neighbour:
         terms["neighbour"] = weights.neighbour * neighbour_embedding_loss(codes, neighbour_codes, weights.neighbour_dof)
+    if weights.structure:
+        terms["structure"] = weights.structure * structure_loss(x, codes)
     if weights.mmd:
         terms["mmd"] = weights.mmd * mmd_penalty(codes, generator)
     terms["total"] = sum(terms.values())

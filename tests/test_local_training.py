@@ -11,7 +11,7 @@ from otm_fed.agent import (nearest_neighbours, neighbour_count, null_reconstruct
                            reconstruction_error)
 from otm_fed.config import resolve_config
 from otm_fed.data import normalise_view
-from otm_fed.losses import LossWeights, cosine_error, local_loss, neighbour_embedding_loss
+from otm_fed.losses import LossWeights, cosine_error, local_loss, neighbour_embedding_loss, structure_loss
 
 
 def test_cosine_error_value_and_gradient():
@@ -56,6 +56,29 @@ def test_neighbour_term_enters_the_local_loss_with_its_weight():
     terms = local_loss(x, codes, x, LossWeights(neighbour=2.0), neighbour_codes=positives)
     assert terms["neighbour"].item() == pytest.approx(2.0 * neighbour_embedding_loss(codes, positives).item())
     assert terms["total"].item() == pytest.approx(terms["neighbour"].item())
+
+
+def test_structure_loss_is_zero_for_a_similarity_and_counts_distorted_distances():
+    x = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
+    rotation = torch.tensor([[0.6, -0.8], [0.8, 0.6]])
+    assert structure_loss(x, 7.0 * x @ rotation + 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    # distances 3, 4, 5 (mean over the 9 entries: 24 / 9) against codes on a line at 0, 1, 2
+    codes = torch.tensor([[0.0], [1.0], [2.0]])
+    input_part = torch.cdist(x, x) / (24 / 9)
+    code_part = torch.cdist(codes, codes) / (8 / 9)
+    assert structure_loss(x, codes).item() == pytest.approx((code_part - input_part).pow(2).mean().item())
+
+
+def test_structure_loss_gradient_moves_codes_towards_the_input_geometry():
+    x = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0], [2.0, 2.0]], dtype=torch.float64)
+    codes = torch.tensor([[0.1, 0.0], [1.0, 0.2], [0.0, 3.0], [1.5, 1.0]], dtype=torch.float64,
+                         requires_grad=True)
+    assert torch.autograd.gradcheck(lambda z: structure_loss(x, z), (codes,))
+    before = structure_loss(x, codes)
+    before.backward()
+    assert structure_loss(x, codes.detach() - 0.01 * codes.grad).item() < before.item()
+    terms = local_loss(x, codes, x, LossWeights(structure=3.0))
+    assert terms["structure"].item() == pytest.approx(3.0 * before.item())
 
 
 def test_null_reconstruction_error_is_the_views_scale():
@@ -133,7 +156,7 @@ def test_neighbour_kernel_tails():
 def test_bad_local_training_settings_are_refused():
     from otm_fed.config import ConfigError
 
-    for key, value in (("neighbour-dof", "0"), ("neighbour-weight", "-1"), ("epochs", "-5"),
+    for key, value in (("neighbour-dof", "0"), ("neighbour-weight", "-1"), ("epochs", "-5"), ("structure-weight", "-1"),
                        ("reconstruction", "absolute")):
         with pytest.raises(ConfigError, match=key):
             resolve_config("synthetic", {key: value})
