@@ -97,8 +97,9 @@ def table(rows: list[dict[str, Any]], score: str = "acc") -> str:
         for view in [*views, "mean"]:
             picked = [row for row in rows if row["dataset"] == dataset and (view == "mean" or row["view"] == view)]
             raw = np.mean([row[f"raw_{score}"] for row in picked])
-            cells = [np.mean([row[score] for row in picked if row["variant"] == v] or [np.nan]) for v in variants]
-            lines.append(f"| {dataset} | {view} | {raw:.3f} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+            cells = [[row[score] for row in picked if row["variant"] == v] for v in variants]
+            lines.append(f"| {dataset} | {view} | {raw:.3f} | "
+                         + " | ".join(f"{np.mean(c):.3f}" if c else "-" for c in cells) + " |")
     return "\n".join(lines)
 
 

@@ -120,6 +120,9 @@ def test_local_training_table_means_over_seeds_and_views(data_dir):
     assert [row["view"] for row in rows] == [0, 1, 2] and all(0 < row["acc"] <= 1 for row in rows)
     table = local_training.table(rows + [{**row, "variant": "other", "acc": 1.0} for row in rows])
     assert "| prokaryotic | mean |" in table and table.splitlines()[-1].endswith("| 1.000 |")
+    elsewhere = [{**row, "dataset": "other-set"} for row in rows]  # a variant run on one data set only
+    assert local_training.table(rows + [{**row, "variant": "other", "acc": 1.0} for row in elsewhere]
+                                ).splitlines()[-1].endswith("| - | 1.000 |")
     assert local_training.parse_variants("default,mine=epochs:5;neighbours:3") == {
         "default": {}, "mine": {"epochs": "5", "neighbours": "3"}}
 
