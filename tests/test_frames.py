@@ -5,7 +5,8 @@ import pytest
 from scipy.stats import ortho_group
 
 from otm_fed.config import resolve_config
-from otm_fed.frames import ConfidenceGate, Frame, align_frames, alignment_confidence, standardise, wasserstein_procrustes
+from otm_fed.frames import (SEARCH_ROWS, ConfidenceGate, Frame, align_frames, alignment_confidence, standardise,
+                            wasserstein_procrustes)
 from otm_fed.mixer import OTMixer
 from otm_fed.plans import project_to_modality
 from otm_fed.protocol import read_train_request
@@ -41,11 +42,12 @@ def test_frame_maps_are_inverse_and_commute_with_eq4():
     assert np.sqrt((((z - centre) / scale) ** 2).sum(1).mean()) == pytest.approx(1.0)
 
 
-def test_maps_recover_the_rotation_and_every_target_is_the_agents_own_codes():
+@pytest.mark.parametrize("n", [60, SEARCH_ROWS + 72])  # the second searches on a subset of each batch
+def test_maps_recover_the_rotation_and_every_target_is_the_agents_own_codes(n):
     """Agent 1 holds a rotated, scaled, shifted, permuted copy of agent 0's codes: the map into agent
     0's frame is R^T, and after mixing in the common frame each agent's target (eq. 4 in its own
     frame) is its own codes."""
-    z0 = clustered_codes(60, 5, seed=1)
+    z0 = clustered_codes(n, 5, seed=1)
     z1, rotation, _ = transformed_copy(z0, seed=2)
     alignment = align_frames({0: z0, 1: z1}, {}, gw_starts=3, rng=np.random.default_rng(0))
     np.testing.assert_allclose(alignment.frames[1].rotation, rotation.T, atol=1e-6)
