@@ -7,6 +7,7 @@ by looking at labels. ``raw-kmeans`` is the anchor: k-means on each agent's norm
 
     python benchmarks/clustering.py [--quick] [--datasets orl,movies,...,PATH.toml] [--methods ...]
         [--settings unaligned,aligned] [--seeds 5] [--first-seed 0] [--rounds N] [--jobs J] [--json PATH] [--runs-dir DIR]
+        [--set KEY=VALUE ...]   # a config override for every run, on top of the method's
     python benchmarks/clustering.py --table PATH   # the table of an earlier JSON
     python benchmarks/clustering.py --collect RUNS_DIR [--json PATH]   # rows of finished runs
 
@@ -34,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from otm_fed.config import resolve_config  # noqa: E402
+from otm_fed.config import ConfigError, resolve_config  # noqa: E402
 from otm_fed.metrics import kmeans_scores  # noqa: E402
 from otm_fed.protocol import SCORE_NAMES  # noqa: E402
 from otm_fed.results import CONFIG_FILE, SUMMARY_FILE, read_rounds, write_json  # noqa: E402
@@ -83,11 +84,13 @@ def raw_kmeans_row(dataset: str, aligned: bool, seed: int, data_dir: str) -> dic
 
 
 def federated_row(dataset: str, method: str, aligned: bool, seed: int, rounds: int | None, data_dir: str,
-                  runs_dir: Path) -> dict[str, Any]:
-    """One run of the scenario's federated training; the final round's scores."""
+                  runs_dir: Path, settings: dict[str, str] | None = None) -> dict[str, Any]:
+    """One run of the scenario's federated training (the method's overrides, then ``settings``);
+    the final round's scores."""
     from server.inprocess import run_inprocess
 
-    overrides = {**METHODS[method], "aligned": str(aligned), "seed": str(seed), "data-dir": data_dir}
+    overrides = {**METHODS[method], **(settings or {}), "aligned": str(aligned), "seed": str(seed),
+                 "data-dir": data_dir}
     if rounds:
         overrides["rounds"] = str(rounds)
     config = resolve_config(dataset, overrides)
@@ -121,10 +124,10 @@ def row_from_run(run_dir: Path) -> dict[str, Any]:
 
 
 def run_one(job: tuple) -> dict[str, Any]:
-    dataset, method, aligned, seed, rounds, data_dir, runs_dir = job
+    dataset, method, aligned, seed, rounds, data_dir, runs_dir, settings = job
     if METHODS[method] is None:
         return raw_kmeans_row(dataset, aligned, seed, data_dir)
-    return federated_row(dataset, method, aligned, seed, rounds, data_dir, runs_dir)
+    return federated_row(dataset, method, aligned, seed, rounds, data_dir, runs_dir, settings)
 
 
 def mean_std(values: list[float]) -> str:
@@ -277,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default="")
     parser.add_argument("--runs-dir", help="where run folders go (default runs/clustering-TIME)")
     parser.add_argument("--json", help="write the rows here")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every run (repeatable), e.g. structure-weight=3")
     parser.add_argument("--table", metavar="JSON[,JSON...]",
                         help="only print the tables (rows and goals) of rows written earlier")
     parser.add_argument("--collect", metavar="RUNS_DIR",
@@ -301,10 +306,15 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown {name} {unknown}; known: {', '.join(known)}"
                          + (", or a scenario file PATH.toml" if name == "dataset" else ""))
+    overrides = dict(item.partition("=")[::2] for item in args.set)
+    try:
+        resolve_config("synthetic", overrides)
+    except ConfigError as error:
+        parser.error(f"--set: {error}")
     seeds = 1 if args.quick else args.seeds
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else None)
     runs_dir = Path(args.runs_dir or f"runs/clustering-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
-    jobs = [(dataset, method, SETTINGS[setting], seed, rounds, args.data_dir, runs_dir)
+    jobs = [(dataset, method, SETTINGS[setting], seed, rounds, args.data_dir, runs_dir, overrides)
             for dataset in datasets for method in methods for setting in settings
             for seed in range(args.first_seed, args.first_seed + seeds)
             if not (METHODS[method] is None and setting != settings[0])]  # raw k-means does not train

@@ -22,12 +22,19 @@ def test_raw_kmeans_anchor_on_orl(data_dir):
 def test_federated_row_has_the_documented_fields(data_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(clustering.METHODS, "otm", {**clustering.METHODS["otm"], "batch-size": "64", "gate-threshold": "0",
                                                    "eval-every": "2"})
-    row = clustering.federated_row("orl", "otm", False, 1, 2, str(data_dir), tmp_path)
+    row = clustering.federated_row("orl", "otm", False, 1, 2, str(data_dir), tmp_path, {"structure-weight": "3"})
+    assert "structure-weight = 3.0" in (tmp_path / "orl-otm-unaligned-seed1" / "config.toml").read_text()
     assert {"dataset", "method", "aligned", "seed", "purity", "acc", "nmi", "ari", "purity_per_modality",
             "fused_purity"} <= set(row)
     assert row["rounds"] == 2 and row["seed"] == 1 and row["aligned"] is False
     assert len(row["purity_per_modality"]) == 2 and 0 < row["purity"] <= 1
     assert {"true_mass", "top1", "class_mass"} <= set(row["alignment"])
+
+
+def test_a_bad_override_for_every_run_is_refused_before_any_run(capsys):
+    with pytest.raises(SystemExit):
+        clustering.main(["--datasets", "orl", "--methods", "local-only", "--set", "structure-weight=heavy"])
+    assert "--set: structure-weight must be a number" in capsys.readouterr().err
 
 
 def test_table_reports_mean_and_std_over_seeds():
