@@ -8,7 +8,7 @@ by looking at labels. ``raw-kmeans`` is the anchor: k-means on each agent's norm
     python benchmarks/clustering.py [--quick] [--datasets orl,movies,...,PATH.toml] [--methods ...]
         [--settings unaligned,aligned] [--seeds 5] [--first-seed 0] [--rounds N] [--jobs J] [--json PATH] [--runs-dir DIR]
         [--set KEY=VALUE ...]   # a config override for every run, on top of the method's
-    python benchmarks/clustering.py --table PATH   # the table of an earlier JSON
+    python benchmarks/clustering.py --table PATH[,PATH...]   # the tables of earlier JSON (later runs replace earlier)
     python benchmarks/clustering.py --collect RUNS_DIR [--json PATH]   # rows of finished runs
 
 Prints a Markdown table (mean +- std over seeds) and writes a JSON list of rows
@@ -121,6 +121,13 @@ def row_from_run(run_dir: Path) -> dict[str, Any]:
         row["alignment"] = alignment[-1]
         row["class_mass_excess"] = float(np.mean([a["class_mass"] - a["class_mass_chance"] for a in alignment]))
     return row
+
+
+def latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (data set, method, setting, seed): the last given, so that a rerun of some
+    runs (after a change that touches only them) replaces them in an earlier grid's tables."""
+    latest = {(row["dataset"], row["method"], row["aligned"], row["seed"]): row for row in rows}
+    return list(latest.values())
 
 
 def run_one(job: tuple) -> dict[str, Any]:
@@ -283,12 +290,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for every run (repeatable), e.g. structure-weight=3")
     parser.add_argument("--table", metavar="JSON[,JSON...]",
-                        help="only print the tables (rows and goals) of rows written earlier")
+                        help="only print the tables (rows and goals) of rows written earlier; a later file's "
+                             "run of the same data set, method, setting and seed replaces an earlier one's")
     parser.add_argument("--collect", metavar="RUNS_DIR",
                         help="only gather the rows of the finished runs in RUNS_DIR (an interrupted grid)")
     args = parser.parse_args(argv)
     if args.table:
-        rows = [row for path in args.table.split(",") for row in json.loads(Path(path).read_text())]
+        rows = latest_rows([row for path in args.table.split(",") for row in json.loads(Path(path).read_text())])
         print("\n\n".join(filter(None, (markdown_table(rows), goals_table(rows), raw_table(rows),
                                           paired_table(rows), alignment_table(rows)))))
         return 0

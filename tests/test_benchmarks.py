@@ -37,6 +37,13 @@ def test_a_bad_override_for_every_run_is_refused_before_any_run(capsys):
     assert "--set: structure-weight must be a number" in capsys.readouterr().err
 
 
+def test_a_later_run_of_the_same_seed_replaces_the_earlier_in_the_tables():
+    row = {"dataset": "orl", "method": "otm", "aligned": False, "seed": 7, "acc": 0.5}
+    rows = clustering.latest_rows([row, {**row, "seed": 8}, {**row, "acc": 0.6}, {**row, "method": "local-only"}])
+    assert sorted((r["method"], r["seed"], r["acc"]) for r in rows) == [("local-only", 7, 0.5), ("otm", 7, 0.6),
+                                                                         ("otm", 8, 0.5)]
+
+
 def test_table_reports_mean_and_std_over_seeds():
     rows = [{"dataset": "orl", "method": "otm", "aligned": False, "seed": seed, "purity": p, "acc": 0.5,
              "nmi": 0.4, "ari": 0.3, "purity_per_modality": [p, p], "fused_purity": 0.6, "fused_acc": 0.55}
