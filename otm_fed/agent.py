@@ -95,7 +95,8 @@ class ModalityAgent:
         self.data = data
         self.config = config
         error = reconstruction_error(config, modality)
-        # The neighbour term is the unsupervised regulariser; in supervised mode eq. 8 takes its place.
+        # The neighbour and structure terms are the unsupervised regularisers, weighted on the view's
+        # scale; in supervised mode eq. 8 takes their place.
         scale = null_reconstruction_error(data.train, error) if config["task"] == "clustering" else 0.0
         self.weights = LossWeights(config["beta"], config["eta"], config["mmd-weight"], config["decode-mix"],
                                    config["neighbour-weight"] * scale, error, config["neighbour-dof"],

@@ -124,7 +124,8 @@ def searched_rotation(x: np.ndarray, y: np.ndarray, gw_starts: int, rng: np.rand
     fits = []
     for plan in gw_start_plans(x_rows, y_rows, gw_starts, rng):
         rows, cols = np.nonzero(plan)
-        fits.append(wasserstein_procrustes(x_rows, y_rows, procrustes_rotation(x_rows, y_rows, (rows, cols, plan[rows, cols]))))
+        start = procrustes_rotation(x_rows, y_rows, (rows, cols, plan[rows, cols]))
+        fits.append(wasserstein_procrustes(x_rows, y_rows, start))
     return min(fits, key=lambda fit: fit[1])[0]
 
 
