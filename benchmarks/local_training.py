@@ -35,8 +35,9 @@ from otm_fed.scenario import modality_data, scenario_dataset  # noqa: E402
 
 DATASETS = ("synthetic", "orl", "movies", "prokaryotic", "handwritten")
 # The studies that chose the defaults (docs/local-training.md): the paper's WAE, then each change
-# (session 5, before the structure term existed: hence structure-weight 0), then the structure term's
-# weight (session 7; "no-structure" is session 5's default, "structure-3" today's).
+# (session 5, before the structure term existed: hence structure-weight 0, whatever the default),
+# then the structure term's weight (session 7; "no-structure" is the default, whose structure term
+# is off since weight 3 was refuted on held-out seeds).
 NO_STRUCTURE = {"structure-weight": "0"}
 VARIANTS: dict[str, dict[str, str]] = {
     "paper-wae": {"reconstruction": "squared", "neighbour-weight": "0", "epochs": "0", **NO_STRUCTURE},

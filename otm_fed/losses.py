@@ -41,10 +41,10 @@ def neighbour_embedding_loss(codes: torch.Tensor, neighbour_codes: torch.Tensor,
 
 
 def structure_loss(x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """Beyond the paper, a term that keeps the view's geometry: the GW discrepancy of eq. 7 between
-    the batch's input structure C_x = (||x_i - x_j||) and its code structure C_z = (||z_i - z_j||)
-    under the identity coupling (row i is row i), each structure divided by its mean so that the
-    term is free of the view's and the codes' scale:
+    """Beyond the paper, a term that keeps the view's geometry: eq. 2's Gromov-Wasserstein term
+    between the batch's input structure C_x = (||x_i - x_j||) and its code structure
+    C_z = (||z_i - z_j||) under the identity coupling T = I / N (row i is row i), each structure
+    divided by its mean so that the term is free of the view's and the codes' scale:
     (1/N^2) sum_ij (C_z,ij / mean(C_z) - C_x,ij / mean(C_x))^2.
     At 0 the codes are the input up to a similarity, so k-means finds the raw view's clusters."""
     if len(x) < 2:

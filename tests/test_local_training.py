@@ -67,6 +67,14 @@ def test_structure_loss_is_zero_for_a_similarity_and_counts_distorted_distances(
     input_part = torch.cdist(x, x) / (24 / 9)
     code_part = torch.cdist(codes, codes) / (8 / 9)
     assert structure_loss(x, codes).item() == pytest.approx((code_part - input_part).pow(2).mean().item())
+    # eq. 2's GW term at the identity coupling T = I / N, as POT computes it
+    import ot
+
+    weights = np.full(3, 1 / 3)
+    structures = [part.numpy().astype(np.float64) for part in (code_part, input_part)]
+    const, h_codes, h_input = ot.gromov.init_matrix(*structures, weights, weights, "square_loss")
+    gw = ot.gromov.gwloss(const, h_codes, h_input, np.eye(3) / 3)
+    assert structure_loss(x, codes).item() == pytest.approx(float(gw), rel=1e-5)
 
 
 def test_structure_loss_gradient_moves_codes_towards_the_input_geometry():
