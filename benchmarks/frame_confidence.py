@@ -1,7 +1,7 @@
 """The gate's confidence against the class mass it should predict, on a run's final codes.
 
     python benchmarks/frame_confidence.py RUN_DIR/eval-codes.npz [RUN_DIR/eval-codes.npz ...]
-        [--batch 128] [--trials 3] [--pairs] [--json PATH]
+        [--batch 128] [--trials 3] [--pairs] [--anchors K] [--json PATH]
 
 For each run's final codes and independent random batches of every modality (as agents draw
 them), aligns the frames (``otm_fed.frames.align_frames``, round-1 search), mixes the codes as
@@ -9,7 +9,10 @@ the default strategy does and as the paper does, and prints per trial each modal
 plans' class mass (mass on same-class pairs; chance = sum_c p_c q_c). The labels score only.
 Run on local-only runs (codes that were never mixed), this is how ``gate-threshold`` was chosen
 (docs/alignment.md); the last lines give, per run and modality, the mean over trials of its
-confidence and of the class mass of the plan it judges (phi_m(Z_m) to the reference).
+confidence and of the class mass of the plan it judges (phi_m(Z_m) to the reference). With
+``--anchors K`` each trial also draws K anchor samples (the saved codes are in sample order, so
+their rows correspond across modalities): the frames start from them and the confidence is
+``anchor_confidence``, as in a run with ``anchors = K``.
 """
 
 from __future__ import annotations
@@ -41,9 +44,10 @@ def chance(labels: list[np.ndarray], n_classes: int) -> list[float]:
     return [float(shares[a] @ shares[b]) for a, b in combinations(range(len(labels)), 2)]
 
 
-def run_rows(path: Path, batch: int, trials: int, mixer: OTMixer, pairs: bool = False) -> list[dict]:
+def run_rows(path: Path, batch: int, trials: int, mixer: OTMixer, pairs: bool = False, n_anchors: int = 0) -> list[dict]:
     """One row per trial: confidences per modality and class mass per modality pair (with
-    ``pairs``, also every ordered pair aligned on its own: ``pair_rows``)."""
+    ``pairs``, also every ordered pair aligned on its own: ``pair_rows``; with ``n_anchors``, the
+    frames fitted from that many anchor samples drawn per trial)."""
     with np.load(path) as saved:
         labels = saved["labels"]
         codes = [saved[f"codes-{m}"].astype(np.float64) for m in range(sum(k.startswith("codes-") for k in saved.files))]
@@ -53,11 +57,13 @@ def run_rows(path: Path, batch: int, trials: int, mixer: OTMixer, pairs: bool = 
         rng = np.random.default_rng(trial)
         ids = [np.sort(rng.choice(len(labels), min(batch, len(labels)), replace=False)) for _ in codes]
         batch_codes = {m: z[ids[m]] for m, z in enumerate(codes)}
-        alignment = align_frames(batch_codes, {}, DEFAULTS["align-starts"], rng)
+        anchor_ids = rng.choice(len(labels), n_anchors, replace=False) if n_anchors else None
+        anchors = {m: z[anchor_ids] for m, z in enumerate(codes)} if n_anchors else None
+        alignment = align_frames(batch_codes, {}, DEFAULTS["align-starts"], rng, anchors=anchors)
         aligned = mixer([alignment.frames[m].to_common(z) for m, z in batch_codes.items()], trial)
         paper = mixer(list(batch_codes.values()), trial)
         batch_labels = [labels[i] for i in ids]
-        row = {"codes": str(path), "trial": trial, "confidence": list(alignment.confidences.values()),
+        row = {"codes": str(path), "trial": trial, "anchors": n_anchors, "confidence": list(alignment.confidences.values()),
                "pairs": pair_rows(batch_codes, batch_labels, n_classes, rng) if pairs else [],
                "class_mass_aligned": class_mass(aligned.transport_plans, batch_labels),
                "class_mass_paper": class_mass(paper.transport_plans, batch_labels),
@@ -115,15 +121,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--pairs", action="store_true", help="also align every ordered pair of modalities alone")
+    parser.add_argument("--anchors", type=int, default=0, help="K anchor samples per trial (default 0: none)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.anchors < 0:
+        parser.error("--anchors must be at least 0")
     missing = [str(path) for path in args.codes if not path.is_file()]
     if missing:
         parser.error(f"no such codes file: {', '.join(missing)}")
     mixer = OTMixer(alpha=DEFAULTS["alpha"], max_outer=2)
     rows = []
     for path in args.codes:
-        rows += run_rows(path, args.batch, args.trials, mixer, args.pairs)
+        rows += run_rows(path, args.batch, args.trials, mixer, args.pairs, args.anchors)
     for path in args.codes:
         own = [row for row in rows if row["codes"] == str(path)]
         confidence = np.mean([row["confidence"] for row in own], axis=0)

@@ -7,7 +7,7 @@
 * ``losses-per-round.png``: per run and modality, each loss term of eq. 6 (reconstruction,
   latent matching, ..., total) at every trained round;
 * ``gate-per-round.png``: per OTM run with frame alignment, each modality's label-free confidence
-  per round against ``gate-threshold``, filled where the modality mixed (docs/alignment.md);
+  per round against the gate's threshold, filled where the modality mixed (docs/alignment.md);
 * ``tsne.png``: per run that saved its final evaluation codes (``eval-codes.npz``, written with
   ``fused-eval`` in simulation), a t-SNE of the concatenated codes coloured by label; an
   unaligned and an aligned run side by side give the paper's Figure 2.
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from otm_fed.config import load_scenario
+from otm_fed.config import DEFAULTS, gate_threshold, load_scenario
 from otm_fed.results import CONFIG_FILE, EVAL_CODES_FILE, METRICS_FILE, read_rounds, read_summary
 
 SCORES_PLOT, LOSSES_PLOT, TSNE_PLOT = "scores-per-round.png", "losses-per-round.png", "tsne.png"
@@ -109,9 +109,9 @@ def plot_gate(run_dirs: list[Path], path: Path) -> bool:
             axis.scatter([r for r, m in zip(rounds, mixed) if m], [v for v, m in zip(values, mixed) if m],
                          color=colour, s=10)
         saved = run_dir / CONFIG_FILE
-        threshold = load_scenario(str(saved)).get("gate-threshold") if saved.is_file() else None
+        threshold = gate_threshold({**DEFAULTS, **load_scenario(str(saved))}) if saved.is_file() else None
         if threshold:
-            axis.axhline(threshold, color="grey", linestyle="--", linewidth=1, label="gate-threshold")
+            axis.axhline(threshold, color="grey", linestyle="--", linewidth=1, label="gate threshold")
         axis.set(title=f"{run_dir.name}: confidence (dots: mixed)", xlabel="round")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)

@@ -21,6 +21,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from otm_fed.alignment import alignment_scores, batch_sample_ids
+from otm_fed.config import gate_threshold
 from otm_fed.frames import ConfidenceGate, FrameAlignment, align_frames
 from otm_fed.metrics import kmeans_scores
 from otm_fed.mixer import Mixer, MixResult, OTMixer
@@ -95,7 +96,7 @@ class OTMStrategy(Strategy):
         self.mixed_modalities: list[int] = []  # the modalities in this round's mix, in order
         self.mixed_codes: dict[int, np.ndarray] = {}  # their codes as mixed: phi_m(Z_m), or Z_m without alignment
         self.rotations: dict[int, np.ndarray] = {}  # modality -> Q_m of its frame map (align = procrustes)
-        self.gate = ConfidenceGate(self.config["gate-threshold"], self.config["gate-window"])
+        self.gate = ConfidenceGate(gate_threshold(self.config), self.config["gate-window"])
         self.row: dict[str, Any] = {}
         self.final_scores: dict[str, Any] = {}
         self.eval_codes: dict[int, np.ndarray] = {}
@@ -131,10 +132,10 @@ class OTMStrategy(Strategy):
     def gated_modalities(self, alignment: FrameAlignment | None, modalities: Iterable[int]) -> list[int]:
         """The modalities that mix this round (all without alignment or gate): those the
         ``ConfidenceGate`` has opened, i.e. whose mean confidence over ``gate-window`` rounds
-        before they ever mixed reached ``gate-threshold``; the others train alone. Fewer than two
-        leave no one to mix with."""
+        before they ever mixed reached ``gate-threshold`` (``anchor-gate-threshold`` with anchors); the
+        others train alone. Fewer than two leave no one to mix with."""
         modalities = sorted(modalities)
-        if alignment is None or self.config["gate-threshold"] <= 0:
+        if alignment is None or gate_threshold(self.config) <= 0:
             return modalities if len(modalities) >= 2 else []
         return self.gate.admit({m: alignment.confidences[m] for m in modalities}, alignment.reference)
 

@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import ortho_group
 
 from otm_fed.config import ConfigError, resolve_config
-from otm_fed.frames import align_frames
+from otm_fed.frames import align_frames, anchor_confidence, anchor_fit_gain, procrustes_misfit
 from otm_fed.data import normalise_view
 from otm_fed.protocol import ANCHOR_CODES, LATENT_CODES, ProtocolError, codes_reply, read_codes_reply
 from otm_fed.results import read_rounds
@@ -71,6 +71,64 @@ def test_anchors_fix_the_rotation_that_a_wrong_warm_start_would_keep():
     wrong = {1: ortho_group.rvs(6, random_state=2)}
     alignment = align_frames({0: z0, 1: z1}, wrong, gw_starts=0, rng=rng, anchors=anchors)
     np.testing.assert_allclose(alignment.frames[1].rotation, rotation.T, atol=1e-8)
+
+
+def test_procrustes_misfit_is_zero_for_a_similar_copy_and_matches_a_direct_fit():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(12, 5))
+    rotation = ortho_group.rvs(5, random_state=3)
+    assert procrustes_misfit(x, 0.4 * x @ rotation - 2.0) == pytest.approx(0.0, abs=1e-12)
+    y = rng.normal(size=(12, 5))
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    u, s, vt = np.linalg.svd(xc.T @ yc)
+    scale = s.sum() / (xc ** 2).sum()  # the least-squares scale at the Procrustes rotation U V^T
+    direct = ((scale * xc @ u @ vt - yc) ** 2).sum() / (yc ** 2).sum()
+    assert procrustes_misfit(x, y) == pytest.approx(direct, rel=1e-12)
+    assert procrustes_misfit(x, y) == pytest.approx(procrustes_misfit(y, x), rel=1e-12)
+    assert 0.3 < direct < 1.0
+    stack = np.stack([x, 2.0 * x @ rotation, y])  # several sets at once, each against y
+    np.testing.assert_allclose(procrustes_misfit(stack, y), [procrustes_misfit(x, y)] * 2 + [0.0], atol=1e-12)
+
+
+def test_anchor_confidence_reads_correspondence_not_structure():
+    """Near 1 for anchors that are a rotated, scaled, shifted copy in the same order; near 0 for
+    the same clustered codes in a shuffled order (the batches' structure is identical, the
+    correspondence gone) and for independent noise."""
+    rng = np.random.default_rng(4)
+    centres = rng.normal(scale=4.0, size=(3, 8))
+    x = centres[np.arange(10) % 3] + rng.normal(size=(10, 8))
+    copy = 2.0 * x @ ortho_group.rvs(8, random_state=4) + 1.0
+    assert anchor_confidence(x, copy, rng) > 0.99
+    shuffled = [anchor_confidence(x, copy[rng.permutation(10)], rng) for _ in range(20)]
+    assert np.mean(shuffled) < 0.05 and max(shuffled) < 0.5  # the jackknife minimum leans below 0
+    noise = [(rng.normal(size=(10, 8)), rng.normal(size=(10, 8))) for _ in range(20)]
+    assert abs(np.mean([anchor_fit_gain(x, y, rng) for x, y in noise])) < 0.05
+    assert max(anchor_confidence(x, y, rng) for x, y in noise) < 0.2  # the jackknife minimum reads lower still
+
+
+def test_one_anchor_extreme_in_both_modalities_is_not_read_as_correspondence():
+    """Nine unrelated anchors and one far from the rest in both modalities (shared nuisance, as a
+    movie with many keywords and many actors): the plain gain reads it as correspondence, the
+    jackknife minimum does not."""
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(10, 16)), rng.normal(size=(10, 16))
+    x[0] += 8.0
+    y[0] += 8.0
+    assert anchor_fit_gain(x, y, rng) > 0.3
+    assert anchor_confidence(x, y, rng) < 0.1
+
+
+def test_with_anchors_the_gate_reads_the_anchors_correspondence():
+    """Two modalities whose batches are rotated copies (the structure gate would read near 1) but
+    whose anchor rows are shuffled: the confidence is the anchors' (low), not the batches'."""
+    rng = np.random.default_rng(5)
+    z0 = rng.normal(size=(60, 4)) * np.arange(1, 5)
+    rotation = ortho_group.rvs(4, random_state=5)
+    z1 = z0 @ rotation
+    ids = np.arange(20)
+    kept = align_frames({0: z0, 1: z1}, {}, gw_starts=2, rng=rng, anchors={0: z0[ids], 1: z1[ids]})
+    shuffled = align_frames({0: z0, 1: z1}, {}, gw_starts=2, rng=rng, anchors={0: z0[ids], 1: z1[rng.permutation(ids)]})
+    assert kept.confidences[1] > 0.99 and abs(shuffled.confidences[1]) < 0.2
 
 
 def test_codes_reply_carries_exactly_the_run_s_anchors():

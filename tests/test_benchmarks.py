@@ -164,6 +164,8 @@ def test_frame_confidence_reads_a_rotated_copy_as_aligned_and_noise_as_not(tmp_p
     assert len(pairs) == 6 and pairs[(1, 0)]["confidence"] > 0.9 and pairs[(1, 0)]["class_mass_above_chance"] > 0.65
     assert abs(pairs[(1, 2)]["confidence"]) < 0.1
     assert frame_confidence.frame_mass_above_chance(rows[0])[1:] == pytest.approx([frames[1] - chance[0], frames[2] - chance[1]])
+    anchored = frame_confidence.run_rows(tmp_path / "eval-codes.npz", batch=120, trials=1, mixer=OTMixer(max_outer=2), n_anchors=10)
+    assert anchored[0]["anchors"] == 10 and anchored[0]["confidence"][1] > 0.99 and abs(anchored[0]["confidence"][2]) < 0.3
 
 
 def test_headroom_ceiling_separates_informative_from_uninformative_views():

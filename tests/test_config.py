@@ -59,3 +59,11 @@ def test_bad_overrides_are_refused(overrides, message):
 def test_unknown_scenario_lists_the_known_ones():
     with pytest.raises(ConfigError, match="known: .*synthetic"):
         resolve_config("no-such-scenario")
+
+
+def test_with_anchors_the_gate_reads_its_own_threshold():
+    from otm_fed.config import gate_threshold
+
+    assert gate_threshold(resolve_config("synthetic")) == DEFAULTS["gate-threshold"]
+    assert gate_threshold(resolve_config("synthetic", {"anchors": "10"})) == DEFAULTS["anchor-gate-threshold"]
+    assert gate_threshold(resolve_config("synthetic", {"anchors": "10", "anchor-gate-threshold": "0"})) == 0.0
