@@ -129,6 +129,9 @@ def test_with_anchors_the_gate_reads_the_anchors_correspondence():
     kept = align_frames({0: z0, 1: z1}, {}, gw_starts=2, rng=rng, anchors={0: z0[ids], 1: z1[ids]})
     shuffled = align_frames({0: z0, 1: z1}, {}, gw_starts=2, rng=rng, anchors={0: z0[ids], 1: z1[rng.permutation(ids)]})
     assert kept.confidences[1] > 0.99 and abs(shuffled.confidences[1]) < 0.2
+    strategy = OTMStrategy(resolve_config("synthetic", {"anchors": "10"}), n_modalities=3, n_clusters=6,
+                           progress=lambda line: None)
+    assert strategy.gate.threshold == 0.5  # the anchor threshold, not gate-threshold's 0.25
 
 
 def test_codes_reply_carries_exactly_the_run_s_anchors():

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from otm_fed.config import DEFAULTS, SCENARIO_DIR, ConfigError, config_from_run_config, resolve_config
+from otm_fed.config import DEFAULTS, SCENARIO_DIR, ConfigError, config_from_run_config, gate_threshold, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,8 +62,6 @@ def test_unknown_scenario_lists_the_known_ones():
 
 
 def test_with_anchors_the_gate_reads_its_own_threshold():
-    from otm_fed.config import gate_threshold
-
     assert gate_threshold(resolve_config("synthetic")) == DEFAULTS["gate-threshold"]
     assert gate_threshold(resolve_config("synthetic", {"anchors": "10"})) == DEFAULTS["anchor-gate-threshold"]
     assert gate_threshold(resolve_config("synthetic", {"anchors": "10", "anchor-gate-threshold": "0"})) == 0.0
