@@ -5,6 +5,9 @@ No server and no Flower: each agent is the ``ModalityAgent`` the federation uses
 TRAIN instructions without a mix (exactly the local-only strategy's rounds), for the scenario's
 rounds; the final codes are scored by seeded k-means against the view's labels. Each variant is a
 set of config overrides on top of the scenario, so the frozen defaults are one variant among others.
+One key is the benchmark's own, not a config key: ``neighbour-refresh:F`` finds the neighbour
+term's k-NN graph again, at round F x rounds, from the agent's own codes instead of its raw view
+(a refuted study, docs/local-training.md).
 
     python benchmarks/local_training.py [--datasets orl,...] [--variants NAME=KEY:VALUE;KEY:VALUE,...]
         [--seeds 0,1] [--json PATH]
@@ -48,7 +51,11 @@ VARIANTS: dict[str, dict[str, str]] = {
     **{f"structure-{w}": {"structure-weight": w} for w in ("1", "3", "10")},
     "structure-only-3": {"structure-weight": "3", "neighbour-weight": "0"},
     "default": {},
+    # Session 10 (refuted, docs/local-training.md): more neighbours; the graph found again from the codes.
+    **{f"k{k}": {"neighbours": k} for k in ("20", "40")},
+    "refresh-half": {"neighbour-refresh": "0.5"},
 }
+REFRESH = "neighbour-refresh"
 
 
 def parse_variants(text: str) -> dict[str, dict[str, str]]:
@@ -67,10 +74,12 @@ def parse_variants(text: str) -> dict[str, dict[str, str]]:
 
 def view_rows(dataset: str, variant: str, overrides: dict[str, str], seed: int) -> list[dict[str, Any]]:
     """Every view of one data set trained alone under one variant and seed."""
-    from otm_fed.agent import ModalityAgent
+    from otm_fed.agent import ModalityAgent, nearest_neighbours
     from otm_fed.protocol import TrainInstruction
 
-    config = resolve_config(dataset, {**overrides, "seed": str(seed)})
+    refresh = overrides.get(REFRESH)
+    config = resolve_config(dataset, {**{k: v for k, v in overrides.items() if k != REFRESH}, "seed": str(seed)})
+    refresh_round = max(2, round(float(refresh) * config["rounds"])) if refresh else 0
     rows = []
     for modality in range(scenario_dataset(config).n_views):
         data = modality_data(config, modality)
@@ -78,6 +87,8 @@ def view_rows(dataset: str, variant: str, overrides: dict[str, str], seed: int) 
         started = time.perf_counter()
         agent = ModalityAgent(modality, data, config)
         for round_number in range(1, config["rounds"] + 1):
+            if round_number == refresh_round and agent.neighbours is not None:
+                agent.neighbours = nearest_neighbours(agent.encode(data.train), agent.neighbours.shape[1]).astype(np.int32)
             agent.train(TrainInstruction(round_number, config["batch-size"], seed))
         scores, _ = agent.evaluate(data.n_classes, config["kmeans-init"], seed)
         rows.append({"dataset": Path(dataset).stem, "variant": variant, "seed": seed, "view": modality,

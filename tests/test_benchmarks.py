@@ -141,6 +141,21 @@ def test_local_training_table_means_over_seeds_and_views(data_dir):
         "default": {}, "mine": {"epochs": "5", "neighbours": "3"}}
 
 
+def test_local_training_refresh_finds_the_neighbours_again_from_the_codes_once(data_dir, monkeypatch):
+    import local_training
+    import otm_fed.agent
+    from otm_fed.config import resolve_config
+    from otm_fed.scenario import scenario_dataset
+
+    widths = []
+    found = otm_fed.agent.nearest_neighbours
+    monkeypatch.setattr(otm_fed.agent, "nearest_neighbours", lambda x, k: widths.append(x.shape[1]) or found(x, k))
+    local_training.view_rows("prokaryotic", "refresh", {"rounds": "4", "epochs": "0", "kmeans-init": "1",
+                                                        "neighbour-refresh": "0.5", "latent-dim": "7"}, 0)
+    views = [view.shape[1] for view in scenario_dataset(resolve_config("prokaryotic", {})).views]
+    assert widths == [w for view in views for w in (view, 7)]  # the raw view, then the codes at round 2
+
+
 def test_frame_confidence_reads_a_rotated_copy_as_aligned_and_noise_as_not(tmp_path):
     """The gate's selection tool on saved codes: a rotated copy of clustered codes reads confidence
     near 1 and puts the aligned plans' mass on same-class pairs; independent noise reads near 0."""
@@ -181,3 +196,14 @@ def test_headroom_ceiling_separates_informative_from_uninformative_views():
             {"dataset": "orl", "method": "otm", "acc_per_modality": [0.0, 0.0]}]
     assert headroom.local_only_acc(rows, "orl") == pytest.approx([0.6, 0.8])
     assert headroom.local_only_acc(rows, "movies") is None
+
+
+def test_neighbour_graph_rows_score_the_graph_of_a_real_view(data_dir):
+    import neighbour_graph
+
+    rows = neighbour_graph.graph_rows("prokaryotic", 0)
+    assert [row["view"] for row in rows] == [0, 1, 2] and all(row["k"] == 10 for row in rows)
+    # Prokaryotic view 0: the graph clusters far worse than the raw geometry (docs/local-training.md).
+    assert rows[0]["raw_acc"] > 0.75 and rows[0]["graph_acc"] < 0.6
+    assert all(0.4 < row["knn_agreement"] < 0.85 for row in rows)
+    assert "| prokaryotic | 0 | 10 | 0.775 |" in neighbour_graph.table(rows)
