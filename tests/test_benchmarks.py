@@ -198,6 +198,26 @@ def test_headroom_ceiling_separates_informative_from_uninformative_views():
     assert headroom.local_only_acc(rows, "movies") is None
 
 
+def test_anchor_batch_gain_reads_a_rotated_copy_and_not_shared_cluster_structure():
+    import anchor_statistics
+    from scipy.stats import ortho_group
+
+    rng = np.random.default_rng(0)
+    centres = 3 * rng.normal(size=(4, 8))
+    x = centres[np.arange(128) % 4] + rng.normal(size=(128, 8))
+    rotation = ortho_group.rvs(8, random_state=1)
+    assert anchor_statistics.batch_gain(x, x @ rotation, x[:10], (x @ rotation)[:10], rng) > 0.99
+    # The same clusters, rows unrelated: the anchors' map is no better than a re-paired one.
+    z = (centres[rng.permutation(128) % 4] + rng.normal(size=(128, 8))) @ rotation
+    gains = [anchor_statistics.batch_gain(x, z, x[:10], z[:10], np.random.default_rng(s)) for s in range(5)]
+    assert max(abs(g) for g in gains) < 0.15
+    projected = anchor_statistics.principal_projection(x, x[:10], 3)
+    assert projected.shape == (10, 3)
+    np.testing.assert_allclose(anchor_statistics.principal_projection(x, x, 3).mean(0), 0.0, atol=1e-12)
+    assert anchor_statistics.largest_window_mean([0.0, 1.0, 0.5, 0.9, 0.1], 2) == pytest.approx(0.75)
+    assert anchor_statistics.largest_window_mean([0.2, 0.4], 10) == pytest.approx(0.3)  # a run shorter than the window
+
+
 def test_neighbour_graph_rows_score_the_graph_of_a_real_view(data_dir):
     import neighbour_graph
 

@@ -1,0 +1,172 @@
+"""Label-free anchor statistics along runs whose gate never opens: which one could tell a real
+but noisy correspondence (the synthetic weak view) from a nuisance one (Movies)?
+
+    python benchmarks/anchor_statistics.py [--datasets synthetic,movies,prokaryotic] [--seeds 0,1,2,3]
+        [--anchors 10] [--json PATH]
+    python benchmarks/anchor_statistics.py --table PATH
+
+Each run is the scenario's OTM, unaligned, with ``anchors = K`` and ``anchor-gate-threshold = 2``:
+nothing ever mixes, so every round's codes are never-mixed codes, as the gate judges them. The
+benchmark wraps the strategy's ``align_frames`` to read what the server sees each round: per
+modality m and the reference r, the anchors' codes A_m, A_r (rows in correspondence) and the
+unaligned batches Z_m, Z_r, each standardised as ``align_frames`` does. Statistics:
+
+- ``gate``: the gate's own reading, ``anchor_confidence(A_m, A_r)`` (the jackknife minimum of the
+  Procrustes fit gain over random re-pairings of the anchors);
+- ``subspace``: the same after projecting each modality's anchors onto the top p = C - 1
+  principal axes of its own batch (C clusters span at most C - 1 between-class directions;
+  p = min(C - 1, d)), so that the fit is judged where the clusters are and not in noise axes;
+- ``batch-gain``: 1 - W(Q_a) / mean_pi W(Q_pi), with Q_a orthogonal Procrustes on the anchors,
+  Q_pi the same on anchors re-paired at random (``BATCH_PERMUTATIONS`` of them) and W(Q) the exact
+  OT cost between Z_m Q and Z_r: does the anchors' map explain the unaligned batches better than a
+  map from a wrong pairing? It uses the batches, which the anchor statistics ignore.
+
+Each run's folder under ``--runs-dir`` is replaced. Prints per run and modality the largest mean
+over ``gate-window`` consecutive rounds of each statistic (what decides whether the gate opens)
+and writes a row per run and modality with every round's values. No labels are read. Docs:
+docs/alignment.md, "Two more anchor statistics (sessions 9-10)".
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from otm_fed.config import resolve_config  # noqa: E402
+from otm_fed.frames import anchor_confidence, anchor_rotation, standardise  # noqa: E402
+from otm_fed.mixer import exact_ot_vertex, squared_distances, uniform  # noqa: E402
+from otm_fed.results import write_json  # noqa: E402
+from otm_fed.scenario import scenario_dataset  # noqa: E402
+
+STATISTICS = ("gate", "subspace", "batch-gain")
+BATCH_PERMUTATIONS = 10
+
+
+def principal_projection(batch: np.ndarray, rows: np.ndarray, p: int) -> np.ndarray:
+    """``rows`` centred on ``batch``'s mean and projected onto its top ``p`` principal axes."""
+    centre = batch.mean(0)
+    _, _, axes = np.linalg.svd(batch - centre, full_matrices=False)
+    return (rows - centre) @ axes[:p].T
+
+
+def ot_cost(x: np.ndarray, y: np.ndarray) -> float:
+    """The exact OT cost min_T <T, D(x, y)> between uniform weights."""
+    cost = squared_distances(x, y)
+    (rows, cols, values), _ = exact_ot_vertex(cost, uniform(len(x)), uniform(len(y)))
+    return float(cost[rows, cols] @ values)
+
+
+def batch_gain(z_m: np.ndarray, z_r: np.ndarray, a_m: np.ndarray, a_r: np.ndarray, rng: np.random.Generator) -> float:
+    """1 - W(Q_a) / mean_pi W(Q_pi) on standardised batches and anchors (module docstring)."""
+    fitted = ot_cost(z_m @ anchor_rotation(a_m, a_r), z_r)
+    null = np.mean([ot_cost(z_m @ anchor_rotation(a_m[rng.permutation(len(a_m))], a_r), z_r)
+                    for _ in range(BATCH_PERMUTATIONS)])
+    return 1.0 - fitted / null if null > 0 else 0.0
+
+
+def statistics(codes: dict[int, np.ndarray], anchors: dict[int, np.ndarray], n_clusters: int,
+               rng: np.random.Generator) -> dict[int, dict[str, float]]:
+    """Per modality but the reference (the lowest id): ``subspace`` and ``batch-gain`` of its fit to
+    the reference."""
+    reference = min(codes)
+    standard = {m: standardise(z) for m, z in codes.items()}
+    scaled = {m: ((codes[m] - standard[m][0]) / standard[m][1], (anchors[m] - standard[m][0]) / standard[m][1])
+              for m in codes}
+    p = min(n_clusters - 1, codes[reference].shape[1])
+    found = {}
+    for m in sorted(codes):
+        if m == reference:
+            continue
+        (z_m, a_m), (z_r, a_r) = scaled[m], scaled[reference]
+        found[m] = {"subspace": anchor_confidence(principal_projection(z_m, a_m, p), principal_projection(z_r, a_r, p), rng),
+                    "batch-gain": batch_gain(z_m, z_r, a_m, a_r, rng)}
+    return found
+
+
+def run_rows(dataset: str, seed: int, n_anchors: int, runs_dir: Path) -> list[dict[str, Any]]:
+    """One never-mixed anchored run; a row per modality with every statistic's value per round."""
+    import server.strategy as strategy
+    from server.inprocess import run_inprocess
+
+    config = resolve_config(dataset, {"strategy": "otm", "anchors": str(n_anchors), "anchor-gate-threshold": "2",
+                                      "aligned": "false", "seed": str(seed)})
+    data = scenario_dataset(config)
+    n_clusters = config["n-clusters"] or data.n_classes
+    rng = np.random.default_rng([seed, 10])
+    readings: dict[int, dict[str, list[float]]] = {}
+    align_frames = strategy.align_frames
+
+    def reading(codes, rotations, gw_starts, fit_rng, search=False, anchors=None):
+        alignment = align_frames(codes, rotations, gw_starts, fit_rng, search, anchors)
+        if anchors is not None:
+            for m, values in statistics(codes, anchors, n_clusters, rng).items():
+                own = readings.setdefault(m, {name: [] for name in STATISTICS})
+                for name, value in {"gate": alignment.confidences[m], **values}.items():
+                    own[name].append(round(float(value), 4))
+        return alignment
+
+    run_dir = runs_dir / f"{Path(dataset).stem}-anchors-{n_anchors}-seed{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)  # the benchmark's own run of this name, from an earlier call
+    strategy.align_frames = reading
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            run_inprocess(config, data.n_views, run_dir)
+    finally:
+        strategy.align_frames = align_frames
+    return [{"dataset": Path(dataset).stem, "seed": seed, "anchors": n_anchors, "modality": m, **values}
+            for m, values in sorted(readings.items())]
+
+
+def largest_window_mean(values: list[float], window: int) -> float:
+    """The largest mean over ``window`` consecutive rounds (all of them when fewer)."""
+    width = min(window, len(values))
+    return float(np.convolve(values, np.ones(width) / width, "valid").max())
+
+
+def table(rows: list[dict[str, Any]], window: int) -> str:
+    lines = [f"| data set | seed | modality | {' | '.join(STATISTICS)} |", "|---|---|---|" + "---|" * len(STATISTICS)]
+    for row in rows:
+        lines.append(f"| {row['dataset']} | {row['seed']} | {row['modality']} | "
+                     + " | ".join(f"{largest_window_mean(row[name], window):.2f}" for name in STATISTICS) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="synthetic,movies,prokaryotic", help="names or scenario .toml paths")
+    parser.add_argument("--seeds", default="0,1,2,3")
+    parser.add_argument("--anchors", type=int, default=10)
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs/anchor-statistics"))
+    parser.add_argument("--json", type=Path, help="write every round's rows here")
+    parser.add_argument("--table", type=Path, help="only print the table of rows written earlier")
+    args = parser.parse_args(argv)
+    if args.anchors < 1 and not args.table:
+        parser.error("--anchors must be at least 1")
+    window = resolve_config("synthetic", {})["gate-window"]
+    if args.table:
+        rows = json.loads(args.table.read_text())
+    else:
+        rows = []
+        for dataset in filter(None, args.datasets.split(",")):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                run = run_rows(dataset, seed, args.anchors, args.runs_dir)
+                rows += run
+                print(table(run, window), flush=True)
+        if args.json:
+            write_json(args.json, rows)
+    print(f"\nlargest {window}-round mean, per run and modality (never-mixed codes, K = {args.anchors})\n"
+          + table(rows, window))
+
+
+if __name__ == "__main__":
+    main()
