@@ -42,11 +42,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from otm_fed.config import resolve_config  # noqa: E402
+from otm_fed.config import ConfigError, resolve_config  # noqa: E402
 from otm_fed.frames import anchor_confidence, anchor_rotation, standardise  # noqa: E402
 from otm_fed.mixer import exact_ot_vertex, squared_distances, uniform  # noqa: E402
 from otm_fed.results import write_json  # noqa: E402
-from otm_fed.scenario import scenario_dataset  # noqa: E402
+from local_training import seed_list  # noqa: E402
+from otm_fed.scenario import check_fits, scenario_dataset  # noqa: E402
 
 STATISTICS = ("gate", "subspace", "batch-gain")
 BATCH_PERMUTATIONS = 10
@@ -93,13 +94,20 @@ def statistics(codes: dict[int, np.ndarray], anchors: dict[int, np.ndarray], n_c
     return found
 
 
+def run_config(dataset: str, seed: int, n_anchors: int) -> dict[str, Any]:
+    """The scenario's OTM with ``n_anchors`` anchors and a gate that never opens, checked against its data."""
+    config = resolve_config(dataset, {"strategy": "otm", "anchors": str(n_anchors), "anchor-gate-threshold": "2",
+                                      "aligned": "false", "seed": str(seed)})
+    check_fits(config, scenario_dataset(config))
+    return config
+
+
 def run_rows(dataset: str, seed: int, n_anchors: int, runs_dir: Path) -> list[dict[str, Any]]:
     """One never-mixed anchored run; a row per modality with every statistic's value per round."""
     import server.strategy as strategy
     from server.inprocess import run_inprocess
 
-    config = resolve_config(dataset, {"strategy": "otm", "anchors": str(n_anchors), "anchor-gate-threshold": "2",
-                                      "aligned": "false", "seed": str(seed)})
+    config = run_config(dataset, seed, n_anchors)
     data = scenario_dataset(config)
     n_clusters = config["n-clusters"] or data.n_classes
     rng = np.random.default_rng([seed, 10])
@@ -144,7 +152,7 @@ def table(rows: list[dict[str, Any]], window: int) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="synthetic,movies,prokaryotic", help="names or scenario .toml paths")
-    parser.add_argument("--seeds", default="0,1,2,3")
+    parser.add_argument("--seeds", type=seed_list, default="0,1,2,3")
     parser.add_argument("--anchors", type=int, default=10)
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/anchor-statistics"))
     parser.add_argument("--json", type=Path, help="write every round's rows here")
@@ -156,9 +164,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.table:
         rows = json.loads(args.table.read_text())
     else:
+        datasets, seeds = list(filter(None, args.datasets.split(","))), args.seeds
+        try:  # every run's settings refused before the first starts
+            for dataset in datasets:
+                run_config(dataset, seeds[0], args.anchors)
+        except ConfigError as error:
+            parser.error(str(error))
         rows = []
-        for dataset in filter(None, args.datasets.split(",")):
-            for seed in (int(s) for s in args.seeds.split(",")):
+        for dataset in datasets:
+            for seed in seeds:
                 run = run_rows(dataset, seed, args.anchors, args.runs_dir)
                 rows += run
                 print(table(run, window), flush=True)

@@ -58,6 +58,14 @@ VARIANTS: dict[str, dict[str, str]] = {
 REFRESH = "neighbour-refresh"
 
 
+def seed_list(text: str) -> list[int]:
+    """``--seeds`` as comma-separated integers (an argparse type: a bad list is a usage error)."""
+    try:
+        return [int(seed) for seed in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got {text!r}") from None
+
+
 def parse_variants(text: str) -> dict[str, dict[str, str]]:
     """``NAME`` (a known variant) or ``NAME=KEY:VALUE;KEY:VALUE``, comma-separated."""
     variants = {}
@@ -119,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default=",".join(DATASETS), help="names or scenario .toml paths")
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--seeds", type=seed_list, default="0,1")
     parser.add_argument("--json", default="", help="write the rows here")
     parser.add_argument("--table", default="", help="only print the tables of rows written earlier")
     args = parser.parse_args(argv)
@@ -131,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(1)
         rows = [row for dataset in filter(None, args.datasets.split(","))
                 for variant, overrides in parse_variants(args.variants).items()
-                for seed in (int(s) for s in args.seeds.split(","))
+                for seed in args.seeds
                 for row in view_rows(dataset, variant, overrides, seed)]
         if args.json:
             write_json(args.json, rows)

@@ -30,12 +30,11 @@ from sklearn.cluster import SpectralClustering
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from otm_fed.agent import nearest_neighbours, neighbour_count  # noqa: E402
-from otm_fed.config import resolve_config  # noqa: E402
+from otm_fed.config import ConfigError, resolve_config  # noqa: E402
 from otm_fed.metrics import clustering_scores, kmeans_scores  # noqa: E402
 from otm_fed.results import write_json  # noqa: E402
+from local_training import DATASETS, seed_list  # noqa: E402
 from otm_fed.scenario import normalised_views, scenario_dataset  # noqa: E402
-
-DATASETS = ("synthetic", "orl", "movies", "prokaryotic", "handwritten")
 
 
 def graph_rows(dataset: str, seed: int) -> list[dict[str, Any]]:
@@ -76,15 +75,20 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default=",".join(DATASETS), help="names or scenario .toml paths")
-    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--seeds", type=seed_list, default="0,1")
     parser.add_argument("--json", type=Path, help="write the rows here")
     parser.add_argument("--table", type=Path, help="only print the table of rows written earlier")
     args = parser.parse_args(argv)
     if args.table:
         rows = json.loads(args.table.read_text())
     else:
-        rows = [row for dataset in filter(None, args.datasets.split(","))
-                for seed in (int(s) for s in args.seeds.split(",")) for row in graph_rows(dataset, seed)]
+        datasets, seeds = list(filter(None, args.datasets.split(","))), args.seeds
+        try:  # every data set found before the first is read
+            for dataset in datasets:
+                scenario_dataset(resolve_config(dataset, {}))
+        except ConfigError as error:
+            parser.error(str(error))
+        rows = [row for dataset in datasets for seed in seeds for row in graph_rows(dataset, seed)]
         if args.json:
             write_json(args.json, rows)
     print("\n" + table(rows))

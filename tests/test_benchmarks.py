@@ -227,3 +227,19 @@ def test_neighbour_graph_rows_score_the_graph_of_a_real_view(data_dir):
     assert rows[0]["raw_acc"] > 0.75 and rows[0]["graph_acc"] < 0.6
     assert all(0.4 < row["knn_agreement"] < 0.85 for row in rows)
     assert "| prokaryotic | 0 | 10 | 0.775 |" in neighbour_graph.table(rows)
+
+
+def test_the_new_benchmarks_refuse_bad_settings_before_any_run(capsys, tmp_path):
+    import anchor_statistics
+    import neighbour_graph
+
+    with pytest.raises(SystemExit):
+        anchor_statistics.main(["--datasets", "synthetic", "--anchors", "601", "--runs-dir", str(tmp_path)])
+    assert "anchors = 601, but the data has only 600 samples" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # no run started
+    with pytest.raises(SystemExit):
+        neighbour_graph.main(["--datasets", "orl,nosuch"])
+    assert "unknown scenario 'nosuch'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        neighbour_graph.main(["--seeds", "0,x"])
+    assert "seeds must be comma-separated integers" in capsys.readouterr().err
