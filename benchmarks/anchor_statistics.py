@@ -42,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from otm_fed.config import ConfigError, resolve_config  # noqa: E402
+from otm_fed.config import DEFAULTS, ConfigError, resolve_config  # noqa: E402
 from otm_fed.frames import anchor_confidence, anchor_rotation, standardise  # noqa: E402
 from otm_fed.mixer import exact_ot_vertex, squared_distances, uniform  # noqa: E402
 from otm_fed.results import write_json  # noqa: E402
@@ -83,7 +83,7 @@ def statistics(codes: dict[int, np.ndarray], anchors: dict[int, np.ndarray], n_c
     standard = {m: standardise(z) for m, z in codes.items()}
     scaled = {m: ((codes[m] - standard[m][0]) / standard[m][1], (anchors[m] - standard[m][0]) / standard[m][1])
               for m in codes}
-    p = min(n_clusters - 1, codes[reference].shape[1])
+    p = min(max(n_clusters - 1, 1), codes[reference].shape[1])
     found = {}
     for m in sorted(codes):
         if m == reference:
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.anchors < 1 and not args.table:
         parser.error("--anchors must be at least 1")
-    window = resolve_config("synthetic", {})["gate-window"]
+    window = DEFAULTS["gate-window"]
     if args.table:
         rows = json.loads(args.table.read_text())
     else:

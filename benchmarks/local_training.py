@@ -77,6 +77,13 @@ def parse_variants(text: str) -> dict[str, dict[str, str]]:
             variants[name] = VARIANTS[name]
         else:
             variants[name] = dict(pair.split(":", 1) for pair in settings.split(";"))
+    for name, settings in variants.items():
+        try:
+            valid = REFRESH not in settings or 0 < float(settings[REFRESH]) <= 1
+        except ValueError:
+            valid = False
+        if not valid:
+            raise SystemExit(f"variant {name!r}: {REFRESH} must be a fraction of the run in (0, 1], got {settings[REFRESH]!r}")
     return variants
 
 

@@ -243,3 +243,9 @@ def test_the_new_benchmarks_refuse_bad_settings_before_any_run(capsys, tmp_path)
     with pytest.raises(SystemExit):
         neighbour_graph.main(["--seeds", "0,x"])
     assert "seeds must be comma-separated integers" in capsys.readouterr().err
+    import local_training
+
+    for fraction in ("0", "1.5", "half"):
+        with pytest.raises(SystemExit, match="neighbour-refresh must be a fraction of the run"):
+            local_training.parse_variants(f"mine=neighbour-refresh:{fraction}")
+    assert local_training.parse_variants("mine=neighbour-refresh:1") == {"mine": {"neighbour-refresh": "1"}}
