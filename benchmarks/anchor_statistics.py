@@ -1,4 +1,4 @@
-"""Label-free anchor statistics along runs whose gate never opens: which one could tell a real
+"""Label-free anchor statistics along runs whose gate never opens: could any of them tell a real
 but noisy correspondence (the synthetic weak view) from a nuisance one (Movies)?
 
     python benchmarks/anchor_statistics.py [--datasets synthetic,movies,prokaryotic] [--seeds 0,1,2,3]
@@ -19,12 +19,21 @@ unaligned batches Z_m, Z_r, each standardised as ``align_frames`` does. Statisti
 - ``batch-gain``: 1 - W(Q_a) / mean_pi W(Q_pi), with Q_a orthogonal Procrustes on the anchors,
   Q_pi the same on anchors re-paired at random (``BATCH_PERMUTATIONS`` of them) and W(Q) the exact
   OT cost between Z_m Q and Z_r: does the anchors' map explain the unaligned batches better than a
-  map from a wrong pairing? It uses the batches, which the anchor statistics ignore.
+  map from a wrong pairing? It uses the batches, which the anchor statistics ignore;
+- ``retrieval``: each anchor of m mapped by the scaled Procrustes fit on the other K - 1 (in the
+  top min(C - 1, K - 2) principal axes, so that K - 1 anchors determine the map), and the rank of
+  its own partner among r's K anchors: 1 - (mean rank - 1) / ((K - 1) / 2). A count of anchors
+  that land on their partner, so one extreme pair weighs 1/K;
+- ``partition-agreement``: each modality's own k-means partition of its batch (C clusters), read
+  through the exact OT plan of the two batches in the server's common frame (anchor-fitted, batch-
+  refined: the frames the mix uses), as NMI above the NMI of random pairings, rescaled to 1 for a
+  plan that pairs cluster with cluster. It asks whether the plan carries one modality's clusters
+  onto the other's, which is what mixing would use.
 
 Each run's folder under ``--runs-dir`` is replaced. Prints per run and modality the largest mean
 over ``gate-window`` consecutive rounds of each statistic (what decides whether the gate opens)
 and writes a row per run and modality with every round's values. No labels are read. Docs:
-docs/alignment.md, "Two more anchor statistics (sessions 9-10)".
+docs/alignment.md, "Four more anchor statistics (sessions 9-10)".
 """
 
 from __future__ import annotations
@@ -43,13 +52,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from otm_fed.config import DEFAULTS, ConfigError, resolve_config  # noqa: E402
-from otm_fed.frames import anchor_confidence, anchor_rotation, standardise  # noqa: E402
+from otm_fed.frames import FrameAlignment, anchor_confidence, anchor_rotation, standardise  # noqa: E402
 from otm_fed.mixer import exact_ot_vertex, squared_distances, uniform  # noqa: E402
 from otm_fed.results import write_json  # noqa: E402
 from local_training import seed_list  # noqa: E402
 from otm_fed.scenario import check_fits, scenario_dataset  # noqa: E402
 
-STATISTICS = ("gate", "subspace", "batch-gain")
+STATISTICS = ("gate", "subspace", "batch-gain", "retrieval", "partition-agreement")
 BATCH_PERMUTATIONS = 10
 
 
@@ -75,22 +84,63 @@ def batch_gain(z_m: np.ndarray, z_r: np.ndarray, a_m: np.ndarray, a_r: np.ndarra
     return 1.0 - fitted / null if null > 0 else 0.0
 
 
-def statistics(codes: dict[int, np.ndarray], anchors: dict[int, np.ndarray], n_clusters: int,
-               rng: np.random.Generator) -> dict[int, dict[str, float]]:
-    """Per modality but the reference (the lowest id): ``subspace`` and ``batch-gain`` of its fit to
-    the reference."""
-    reference = min(codes)
+def anchor_retrieval(a_m: np.ndarray, a_r: np.ndarray) -> float:
+    """1 - (mean_i rank_i - 1) / ((K - 1) / 2): anchor i of m mapped by the scaled Procrustes fit on
+    the other K - 1 anchors, rank_i the rank of its own partner among r's K anchors by distance. 1 when
+    every held-out anchor lands nearest its partner, about 0 when the pairing is arbitrary (a rank
+    uniform on 1..K)."""
+    k = len(a_m)
+    ranks = []
+    for i in range(k):
+        rest = np.delete(np.arange(k), i)
+        x, y = a_m[rest] - a_m[rest].mean(0), a_r[rest] - a_r[rest].mean(0)
+        rotation = anchor_rotation(x, y)
+        scale = float(np.trace(x.T @ y @ rotation.T)) / max(float((x ** 2).sum()), 1e-24)  # scaled Procrustes
+        mapped = scale * (a_m[i] - a_m[rest].mean(0)) @ rotation
+        distances = ((a_r - a_r[rest].mean(0) - mapped) ** 2).sum(1)
+        ranks.append(1 + int((distances < distances[i]).sum()))
+    return 1.0 - (np.mean(ranks) - 1.0) / ((k - 1) / 2.0)
+
+
+def partition_agreement(common_m: np.ndarray, common_r: np.ndarray, n_clusters: int, seed: int,
+                        rng: np.random.Generator) -> float:
+    """(NMI - NMI_null) / (1 - NMI_null) between each modality's own k-means partition of its batch,
+    read through the exact OT plan of the two batches in the common frame (a pairing of rows);
+    NMI_null the mean over ``BATCH_PERMUTATIONS`` random pairings. About 0 when the plan pairs rows
+    whose own clusters are unrelated, 1 when it pairs cluster with cluster."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import normalized_mutual_info_score
+
+    own_m, own_r = (KMeans(n_clusters, n_init=4, random_state=seed).fit_predict(z) for z in (common_m, common_r))
+    (rows, cols, _), _ = exact_ot_vertex(squared_distances(common_m, common_r), uniform(len(common_m)), uniform(len(common_r)))
+    paired = normalized_mutual_info_score(own_m[rows], own_r[cols])
+    null = np.mean([normalized_mutual_info_score(own_m[rows], own_r[rng.permutation(cols)]) for _ in range(BATCH_PERMUTATIONS)])
+    return (paired - null) / (1.0 - null) if null < 1 else 0.0
+
+
+def statistics(codes: dict[int, np.ndarray], anchors: dict[int, np.ndarray], alignment: FrameAlignment,
+               n_clusters: int, seed: int, rng: np.random.Generator) -> dict[int, dict[str, float]]:
+    """Per modality but the reference: every statistic of its fit to the reference (the gate's own
+    reading from ``alignment``, whose frames the mix would use)."""
+    reference = alignment.reference
     standard = {m: standardise(z) for m, z in codes.items()}
     scaled = {m: ((codes[m] - standard[m][0]) / standard[m][1], (anchors[m] - standard[m][0]) / standard[m][1])
               for m in codes}
+    common_r = alignment.frames[reference].to_common(codes[reference])
     p = min(max(n_clusters - 1, 1), codes[reference].shape[1])
+    p_retrieval = max(1, min(p, len(anchors[reference]) - 2))  # the K - 1 fitted anchors determine the map
     found = {}
     for m in sorted(codes):
         if m == reference:
             continue
         (z_m, a_m), (z_r, a_r) = scaled[m], scaled[reference]
-        found[m] = {"subspace": anchor_confidence(principal_projection(z_m, a_m, p), principal_projection(z_r, a_r, p), rng),
-                    "batch-gain": batch_gain(z_m, z_r, a_m, a_r, rng)}
+        found[m] = {"gate": alignment.confidences[m],
+                    "subspace": anchor_confidence(principal_projection(z_m, a_m, p), principal_projection(z_r, a_r, p), rng),
+                    "batch-gain": batch_gain(z_m, z_r, a_m, a_r, rng),
+                    "retrieval": anchor_retrieval(principal_projection(z_m, a_m, p_retrieval),
+                                                  principal_projection(z_r, a_r, p_retrieval)),
+                    "partition-agreement": partition_agreement(alignment.frames[m].to_common(codes[m]), common_r,
+                                                               n_clusters, seed, rng)}
     return found
 
 
@@ -117,9 +167,9 @@ def run_rows(dataset: str, seed: int, n_anchors: int, runs_dir: Path) -> list[di
     def reading(codes, rotations, gw_starts, fit_rng, search=False, anchors=None):
         alignment = align_frames(codes, rotations, gw_starts, fit_rng, search, anchors)
         if anchors is not None:
-            for m, values in statistics(codes, anchors, n_clusters, rng).items():
+            for m, values in statistics(codes, anchors, alignment, n_clusters, seed, rng).items():
                 own = readings.setdefault(m, {name: [] for name in STATISTICS})
-                for name, value in {"gate": alignment.confidences[m], **values}.items():
+                for name, value in values.items():
                     own[name].append(round(float(value), 4))
         return alignment
 
@@ -149,6 +199,19 @@ def table(rows: list[dict[str, Any]], window: int) -> str:
     return "\n".join(lines)
 
 
+def range_table(rows: list[dict[str, Any]], window: int) -> str:
+    """Per (data set, modality): each statistic's largest window mean, lowest - highest over seeds."""
+    lines = [f"| data set | modality | seeds | {' | '.join(STATISTICS)} |", "|---|---|---|" + "---|" * len(STATISTICS)]
+    for dataset, modality in dict.fromkeys((row["dataset"], row["modality"]) for row in rows):
+        own = [row for row in rows if (row["dataset"], row["modality"]) == (dataset, modality)]
+        cells = []
+        for name in STATISTICS:
+            values = [largest_window_mean(row[name], window) for row in own]
+            cells.append(f"{min(values):.2f} - {max(values):.2f}")
+        lines.append(f"| {dataset} | {modality} | {len(own)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="synthetic,movies,prokaryotic", help="names or scenario .toml paths")
@@ -161,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.anchors < 1 and not args.table:
         parser.error("--anchors must be at least 1")
     window = DEFAULTS["gate-window"]
+    if args.table and not args.table.is_file():
+        parser.error(f"no such rows file: {args.table}")
     if args.table:
         rows = json.loads(args.table.read_text())
     else:
@@ -178,8 +243,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(table(run, window), flush=True)
         if args.json:
             write_json(args.json, rows)
-    print(f"\nlargest {window}-round mean, per run and modality (never-mixed codes, K = {args.anchors})\n"
-          + table(rows, window))
+    print(f"\nlargest {window}-round mean, per run and modality (never-mixed codes)\n" + table(rows, window)
+          + "\n\nthe same, lowest - highest over seeds\n" + range_table(rows, window))
 
 
 if __name__ == "__main__":

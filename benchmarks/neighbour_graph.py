@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="write the rows here")
     parser.add_argument("--table", type=Path, help="only print the table of rows written earlier")
     args = parser.parse_args(argv)
+    if args.table and not args.table.is_file():
+        parser.error(f"no such rows file: {args.table}")
     if args.table:
         rows = json.loads(args.table.read_text())
     else:

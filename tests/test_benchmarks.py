@@ -249,3 +249,35 @@ def test_the_new_benchmarks_refuse_bad_settings_before_any_run(capsys, tmp_path)
         with pytest.raises(SystemExit, match="neighbour-refresh must be a fraction of the run"):
             local_training.parse_variants(f"mine=neighbour-refresh:{fraction}")
     assert local_training.parse_variants("mine=neighbour-refresh:1") == {"mine": {"neighbour-refresh": "1"}}
+
+
+def test_anchor_retrieval_and_partition_agreement():
+    import anchor_statistics
+    from scipy.stats import ortho_group
+
+    rng = np.random.default_rng(0)
+    anchors = rng.normal(size=(10, 5))
+    rotation = ortho_group.rvs(5, random_state=0)
+    assert anchor_statistics.anchor_retrieval(anchors, 2 * anchors @ rotation + 1) == pytest.approx(1.0)
+    unrelated = [anchor_statistics.anchor_retrieval(rng.normal(size=(10, 5)), rng.normal(size=(10, 5))) for _ in range(200)]
+    assert -0.3 < np.mean(unrelated) < 0.1  # a partner's rank is uniform on 1..K
+    centres = 3 * rng.normal(size=(4, 8))
+    x = centres[np.arange(128) % 4] + rng.normal(size=(128, 8))
+    assert anchor_statistics.partition_agreement(x, x, 4, 0, rng) == pytest.approx(1.0)
+    assert anchor_statistics.partition_agreement(x, rng.normal(size=(128, 8)), 4, 0, rng) < 0.3
+    # Why it failed as a gate (docs/alignment.md): shared clusters read 1 though no row corresponds.
+    z = centres[rng.permutation(128) % 4] + rng.normal(size=(128, 8))
+    assert anchor_statistics.partition_agreement(x, z, 4, 0, rng) > 0.9
+
+
+def test_anchor_statistics_tables_read_the_largest_window_mean_per_run():
+    import anchor_statistics
+
+    def run(seed, level):
+        return {"dataset": "set", "seed": seed, "anchors": 10, "modality": 1,
+                **{name: [0.0] * 10 + [level] * 10 for name in anchor_statistics.STATISTICS}}
+
+    rows = [run(0, 0.2), run(1, 0.6)]
+    assert anchor_statistics.table(rows, 10).splitlines()[2:] == [
+        "| set | 0 | 1 |" + " 0.20 |" * 5, "| set | 1 | 1 |" + " 0.60 |" * 5]
+    assert anchor_statistics.range_table(rows, 10).splitlines()[2] == "| set | 1 | 2 |" + " 0.20 - 0.60 |" * 5
