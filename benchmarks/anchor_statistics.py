@@ -55,7 +55,7 @@ from otm_fed.config import DEFAULTS, ConfigError, resolve_config  # noqa: E402
 from otm_fed.frames import FrameAlignment, anchor_confidence, anchor_rotation, standardise  # noqa: E402
 from otm_fed.mixer import exact_ot_vertex, squared_distances, uniform  # noqa: E402
 from otm_fed.results import write_json  # noqa: E402
-from local_training import seed_list  # noqa: E402
+from local_training import rows_file, seed_list  # noqa: E402
 from otm_fed.scenario import check_fits, scenario_dataset  # noqa: E402
 
 STATISTICS = ("gate", "subspace", "batch-gain", "retrieval", "partition-agreement")
@@ -219,13 +219,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--anchors", type=int, default=10)
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/anchor-statistics"))
     parser.add_argument("--json", type=Path, help="write every round's rows here")
-    parser.add_argument("--table", type=Path, help="only print the table of rows written earlier")
+    parser.add_argument("--table", type=rows_file, help="only print the table of rows written earlier")
     args = parser.parse_args(argv)
     if args.anchors < 1 and not args.table:
         parser.error("--anchors must be at least 1")
     window = DEFAULTS["gate-window"]
-    if args.table and not args.table.is_file():
-        parser.error(f"no such rows file: {args.table}")
     if args.table:
         rows = json.loads(args.table.read_text())
     else:

@@ -66,6 +66,13 @@ def seed_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got {text!r}") from None
 
 
+def rows_file(text: str) -> Path:
+    """``--table``: a rows JSON written earlier (an argparse type: a missing file is a usage error)."""
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"no such rows file: {text}")
+    return Path(text)
+
+
 def parse_variants(text: str) -> dict[str, dict[str, str]]:
     """``NAME`` (a known variant) or ``NAME=KEY:VALUE;KEY:VALUE``, comma-separated."""
     variants = {}
@@ -136,10 +143,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--seeds", type=seed_list, default="0,1")
     parser.add_argument("--json", default="", help="write the rows here")
-    parser.add_argument("--table", default="", help="only print the tables of rows written earlier")
+    parser.add_argument("--table", type=rows_file, help="only print the tables of rows written earlier")
     args = parser.parse_args(argv)
     if args.table:
-        rows = json.loads(Path(args.table).read_text())
+        rows = json.loads(args.table.read_text())
     else:
         import torch
 

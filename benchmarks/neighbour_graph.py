@@ -33,7 +33,7 @@ from otm_fed.agent import nearest_neighbours, neighbour_count  # noqa: E402
 from otm_fed.config import ConfigError, resolve_config  # noqa: E402
 from otm_fed.metrics import clustering_scores, kmeans_scores  # noqa: E402
 from otm_fed.results import write_json  # noqa: E402
-from local_training import DATASETS, seed_list  # noqa: E402
+from local_training import DATASETS, rows_file, seed_list  # noqa: E402
 from otm_fed.scenario import normalised_views, scenario_dataset  # noqa: E402
 
 
@@ -77,10 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS), help="names or scenario .toml paths")
     parser.add_argument("--seeds", type=seed_list, default="0,1")
     parser.add_argument("--json", type=Path, help="write the rows here")
-    parser.add_argument("--table", type=Path, help="only print the table of rows written earlier")
+    parser.add_argument("--table", type=rows_file, help="only print the table of rows written earlier")
     args = parser.parse_args(argv)
-    if args.table and not args.table.is_file():
-        parser.error(f"no such rows file: {args.table}")
     if args.table:
         rows = json.loads(args.table.read_text())
     else:

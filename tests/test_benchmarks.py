@@ -281,3 +281,14 @@ def test_anchor_statistics_tables_read_the_largest_window_mean_per_run():
     assert anchor_statistics.table(rows, 10).splitlines()[2:] == [
         "| set | 0 | 1 |" + " 0.20 |" * 5, "| set | 1 | 1 |" + " 0.60 |" * 5]
     assert anchor_statistics.range_table(rows, 10).splitlines()[2] == "| set | 1 | 2 |" + " 0.20 - 0.60 |" * 5
+
+
+def test_a_missing_rows_file_is_a_usage_error(capsys):
+    import anchor_statistics
+    import local_training
+    import neighbour_graph
+
+    for main in (anchor_statistics.main, neighbour_graph.main, local_training.main):
+        with pytest.raises(SystemExit):
+            main(["--table", "no-such-rows.json"])
+        assert "no such rows file: no-such-rows.json" in capsys.readouterr().err
