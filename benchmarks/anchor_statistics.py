@@ -105,8 +105,8 @@ def anchor_retrieval(a_m: np.ndarray, a_r: np.ndarray) -> float:
 def partition_agreement(common_m: np.ndarray, common_r: np.ndarray, n_clusters: int, seed: int,
                         rng: np.random.Generator) -> float:
     """(NMI - NMI_null) / (1 - NMI_null) between each modality's own k-means partition of its batch,
-    read through the exact OT plan of the two batches in the common frame (a pairing of rows);
-    NMI_null the mean over ``BATCH_PERMUTATIONS`` random pairings. About 0 when the plan pairs rows
+    read through the exact OT plan of the two batches in the common frame (a pairing of rows for
+    equal batch sizes, as in every run here; otherwise its support, unweighted); NMI_null the mean over ``BATCH_PERMUTATIONS`` random pairings. About 0 when the plan pairs rows
     whose own clusters are unrelated, 1 when it pairs cluster with cluster."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import normalized_mutual_info_score
