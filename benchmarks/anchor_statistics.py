@@ -31,8 +31,10 @@ unaligned batches Z_m, Z_r, each standardised as ``align_frames`` does. Statisti
   onto the other's, which is what mixing would use.
 
 Each run's folder under ``--runs-dir`` is replaced. Prints per run and modality the largest mean
-over ``gate-window`` consecutive rounds of each statistic (what decides whether the gate opens)
-and writes a row per run and modality with every round's values. No labels are read. Docs:
+over ``gate-window`` consecutive rounds of each statistic (what decides whether the gate opens),
+the same as a range over seeds, and the round at which ``CANDIDATE_RULE`` (both retrieval and
+partition agreement above a threshold) would open each modality; writes a row per run and
+modality with every round's values. No labels are read. Docs:
 docs/alignment.md, "Four more anchor statistics (sessions 9-10)".
 """
 
@@ -60,6 +62,11 @@ from otm_fed.scenario import check_fits, scenario_dataset  # noqa: E402
 
 STATISTICS = ("gate", "subspace", "batch-gain", "retrieval", "partition-agreement")
 BATCH_PERMUTATIONS = 10
+# The candidate rule chosen on seeds 0-3 (session 10, docs/alignment.md): open once both window
+# means reach their thresholds, anchors landing on their partners (retrieval, midway between
+# Prokaryotic's best 0.14 and the weak view's worst 0.49) and the plan carrying clusters onto
+# clusters (partition agreement, midway between Movies' best 0.49 and the weak view's worst 0.56).
+CANDIDATE_RULE = {"retrieval": 0.3, "partition-agreement": 0.52}
 
 
 def principal_projection(batch: np.ndarray, rows: np.ndarray, p: int) -> np.ndarray:
@@ -199,6 +206,26 @@ def table(rows: list[dict[str, Any]], window: int) -> str:
     return "\n".join(lines)
 
 
+def first_open_round(row: dict[str, Any], window: int, rule: dict[str, float] = CANDIDATE_RULE) -> int | None:
+    """The first round at which every statistic of ``rule`` has a ``window``-round mean at or above
+    its threshold (None if never): when a gate with that rule would open the modality."""
+    width = min(window, len(row["gate"]))
+    means = [np.convolve(row[name], np.ones(width) / width, "valid") >= threshold for name, threshold in rule.items()]
+    rounds = np.nonzero(np.logical_and.reduce(means))[0]
+    return int(rounds[0]) + width if len(rounds) else None
+
+
+def rule_table(rows: list[dict[str, Any]], window: int) -> str:
+    """Per (data set, modality): the round the candidate rule would open it, per seed ("-": never)."""
+    lines = ["| data set | modality | " + " | ".join(f"seed {seed}" for seed in dict.fromkeys(row["seed"] for row in rows))
+             + " |", "|---|---|" + "---|" * len(dict.fromkeys(row["seed"] for row in rows))]
+    for dataset, modality in dict.fromkeys((row["dataset"], row["modality"]) for row in rows):
+        own = [row for row in rows if (row["dataset"], row["modality"]) == (dataset, modality)]
+        cells = [str(first_open_round(row, window) or "-") for row in own]
+        lines.append(f"| {dataset} | {modality} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def range_table(rows: list[dict[str, Any]], window: int) -> str:
     """Per (data set, modality): each statistic's largest window mean, lowest - highest over seeds."""
     lines = [f"| data set | modality | seeds | {' | '.join(STATISTICS)} |", "|---|---|---|" + "---|" * len(STATISTICS)]
@@ -242,7 +269,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.json:
             write_json(args.json, rows)
     print(f"\nlargest {window}-round mean, per run and modality (never-mixed codes)\n" + table(rows, window)
-          + "\n\nthe same, lowest - highest over seeds\n" + range_table(rows, window))
+          + "\n\nthe same, lowest - highest over seeds\n" + range_table(rows, window)
+          + "\n\nthe round the candidate rule (" + ", ".join(f"{name} >= {t}" for name, t in CANDIDATE_RULE.items())
+          + ") would open each modality\n" + rule_table(rows, window))
 
 
 if __name__ == "__main__":

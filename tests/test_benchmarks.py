@@ -292,3 +292,14 @@ def test_a_missing_rows_file_is_a_usage_error(capsys):
         with pytest.raises(SystemExit):
             main(["--table", "no-such-rows.json"])
         assert "no such rows file: no-such-rows.json" in capsys.readouterr().err
+
+
+def test_candidate_rule_opens_only_when_both_window_means_reach_their_thresholds():
+    import anchor_statistics
+
+    rounds = 30
+    row = {"gate": [0.0] * rounds, "retrieval": [0.0] * 5 + [0.5] * 25,
+           "partition-agreement": [0.0] * 12 + [0.6] * 18}
+    # retrieval's 10-round mean reaches 0.3 at round 11, partition agreement's reaches 0.52 at round 21
+    assert anchor_statistics.first_open_round(row, 10) == 21
+    assert anchor_statistics.first_open_round({**row, "partition-agreement": [0.5] * rounds}, 10) is None
