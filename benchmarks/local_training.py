@@ -83,7 +83,10 @@ def parse_variants(text: str) -> dict[str, dict[str, str]]:
                 raise SystemExit(f"unknown variant {name!r}; known: {', '.join(VARIANTS)} or NAME=KEY:VALUE;...")
             variants[name] = VARIANTS[name]
         else:
-            variants[name] = dict(pair.split(":", 1) for pair in settings.split(";"))
+            pairs = settings.split(";")
+            if not all(":" in pair for pair in pairs):
+                raise SystemExit(f"variant {name!r}: settings must be KEY:VALUE;KEY:VALUE, got {settings!r}")
+            variants[name] = dict(pair.split(":", 1) for pair in pairs)
     for name, settings in variants.items():
         try:
             valid = REFRESH not in settings or 0 < float(settings[REFRESH]) <= 1

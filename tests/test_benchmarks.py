@@ -249,6 +249,8 @@ def test_the_new_benchmarks_refuse_bad_settings_before_any_run(capsys, tmp_path)
         with pytest.raises(SystemExit, match="neighbour-refresh must be a fraction of the run"):
             local_training.parse_variants(f"mine=neighbour-refresh:{fraction}")
     assert local_training.parse_variants("mine=neighbour-refresh:1") == {"mine": {"neighbour-refresh": "1"}}
+    with pytest.raises(SystemExit, match="settings must be KEY:VALUE"):
+        local_training.parse_variants("mine=epochs5")
 
 
 def test_anchor_retrieval_and_partition_agreement():
