@@ -54,7 +54,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from otm_fed.config import DEFAULTS, ConfigError, resolve_config  # noqa: E402
-from otm_fed.frames import FrameAlignment, anchor_confidence, anchor_rotation, standardise  # noqa: E402
+from otm_fed.frames import FrameAlignment, anchor_confidence, anchor_rotation  # noqa: E402
 from otm_fed.mixer import exact_ot_vertex, squared_distances, uniform  # noqa: E402
 from otm_fed.results import write_json  # noqa: E402
 from local_training import rows_file, seed_list  # noqa: E402
@@ -94,8 +94,9 @@ def batch_gain(z_m: np.ndarray, z_r: np.ndarray, a_m: np.ndarray, a_r: np.ndarra
 def anchor_retrieval(a_m: np.ndarray, a_r: np.ndarray) -> float:
     """1 - (mean_i rank_i - 1) / ((K - 1) / 2): anchor i of m mapped by the scaled Procrustes fit on
     the other K - 1 anchors, rank_i the rank of its own partner among r's K anchors by distance. 1 when
-    every held-out anchor lands nearest its partner, about 0 when the pairing is arbitrary (a rank
-    uniform on 1..K)."""
+    every held-out anchor lands nearest its partner, near 0 when the pairing is arbitrary (a rank
+    uniform on 1..K; slightly below, about -0.1 for 10 anchors in 5 dimensions, since a fit without
+    the held-out anchor maps it worse than chance would place it)."""
     k = len(a_m)
     ranks = []
     for i in range(k):
@@ -109,16 +110,22 @@ def anchor_retrieval(a_m: np.ndarray, a_r: np.ndarray) -> float:
     return 1.0 - (np.mean(ranks) - 1.0) / ((k - 1) / 2.0)
 
 
-def partition_agreement(common_m: np.ndarray, common_r: np.ndarray, n_clusters: int, seed: int,
-                        rng: np.random.Generator) -> float:
-    """(NMI - NMI_null) / (1 - NMI_null) between each modality's own k-means partition of its batch,
-    read through the exact OT plan of the two batches in the common frame (a pairing of rows for
-    equal batch sizes, as in every run here; otherwise its support, unweighted); NMI_null the mean over ``BATCH_PERMUTATIONS`` random pairings. About 0 when the plan pairs rows
-    whose own clusters are unrelated, 1 when it pairs cluster with cluster."""
+def own_partition(codes: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
+    """A modality's own seeded k-means partition of its batch."""
     from sklearn.cluster import KMeans
+
+    return KMeans(n_clusters, n_init=4, random_state=seed).fit_predict(codes)
+
+
+def partition_agreement(common_m: np.ndarray, common_r: np.ndarray, own_m: np.ndarray, own_r: np.ndarray,
+                        rng: np.random.Generator) -> float:
+    """(NMI - NMI_null) / (1 - NMI_null) between each modality's own partition of its batch
+    (``own_partition``), read through the exact OT plan of the two batches in the common frame (a
+    pairing of rows for equal batch sizes, as in every run here; otherwise its support, unweighted);
+    NMI_null the mean over ``BATCH_PERMUTATIONS`` random pairings. About 0 when the plan pairs rows
+    whose own clusters are unrelated, 1 when it pairs cluster with cluster."""
     from sklearn.metrics import normalized_mutual_info_score
 
-    own_m, own_r = (KMeans(n_clusters, n_init=4, random_state=seed).fit_predict(z) for z in (common_m, common_r))
     (rows, cols, _), _ = exact_ot_vertex(squared_distances(common_m, common_r), uniform(len(common_m)), uniform(len(common_r)))
     paired = normalized_mutual_info_score(own_m[rows], own_r[cols])
     null = np.mean([normalized_mutual_info_score(own_m[rows], own_r[rng.permutation(cols)]) for _ in range(BATCH_PERMUTATIONS)])
@@ -129,11 +136,11 @@ def statistics(codes: dict[int, np.ndarray], anchors: dict[int, np.ndarray], ali
                n_clusters: int, seed: int, rng: np.random.Generator) -> dict[int, dict[str, float]]:
     """Per modality but the reference: every statistic of its fit to the reference (the gate's own
     reading from ``alignment``, whose frames the mix would use)."""
-    reference = alignment.reference
-    standard = {m: standardise(z) for m, z in codes.items()}
-    scaled = {m: ((codes[m] - standard[m][0]) / standard[m][1], (anchors[m] - standard[m][0]) / standard[m][1])
-              for m in codes}
-    common_r = alignment.frames[reference].to_common(codes[reference])
+    reference, frames = alignment.reference, alignment.frames
+    scaled = {m: ((codes[m] - frames[m].centre) / frames[m].scale, (anchors[m] - frames[m].centre) / frames[m].scale)
+              for m in codes}  # standardised as align_frames did: the frames' centre and scale
+    common = {m: frames[m].to_common(z) for m, z in codes.items()}
+    partitions = {m: own_partition(z, n_clusters, seed) for m, z in common.items()}
     p = min(max(n_clusters - 1, 1), codes[reference].shape[1])
     p_retrieval = max(1, min(p, len(anchors[reference]) - 2))  # the K - 1 fitted anchors determine the map
     found = {}
@@ -146,8 +153,8 @@ def statistics(codes: dict[int, np.ndarray], anchors: dict[int, np.ndarray], ali
                     "batch-gain": batch_gain(z_m, z_r, a_m, a_r, rng),
                     "retrieval": anchor_retrieval(principal_projection(z_m, a_m, p_retrieval),
                                                   principal_projection(z_r, a_r, p_retrieval)),
-                    "partition-agreement": partition_agreement(alignment.frames[m].to_common(codes[m]), common_r,
-                                                               n_clusters, seed, rng)}
+                    "partition-agreement": partition_agreement(common[m], common[reference], partitions[m],
+                                                               partitions[reference], rng)}
     return found
 
 
@@ -192,10 +199,16 @@ def run_rows(dataset: str, seed: int, n_anchors: int, runs_dir: Path) -> list[di
             for m, values in sorted(readings.items())]
 
 
+def window_means(values: list[float], window: int) -> np.ndarray:
+    """The mean over each ``window`` consecutive rounds (over all of them when fewer); entry i ends
+    at round i + min(window, len(values))."""
+    width = min(window, len(values))
+    return np.convolve(values, np.ones(width) / width, "valid")
+
+
 def largest_window_mean(values: list[float], window: int) -> float:
     """The largest mean over ``window`` consecutive rounds (all of them when fewer)."""
-    width = min(window, len(values))
-    return float(np.convolve(values, np.ones(width) / width, "valid").max())
+    return float(window_means(values, window).max())
 
 
 def table(rows: list[dict[str, Any]], window: int) -> str:
@@ -209,19 +222,20 @@ def table(rows: list[dict[str, Any]], window: int) -> str:
 def first_open_round(row: dict[str, Any], window: int, rule: dict[str, float] = CANDIDATE_RULE) -> int | None:
     """The first round at which every statistic of ``rule`` has a ``window``-round mean at or above
     its threshold (None if never): when a gate with that rule would open the modality."""
-    width = min(window, len(row["gate"]))
-    means = [np.convolve(row[name], np.ones(width) / width, "valid") >= threshold for name, threshold in rule.items()]
-    rounds = np.nonzero(np.logical_and.reduce(means))[0]
-    return int(rounds[0]) + width if len(rounds) else None
+    reached = np.logical_and.reduce([window_means(row[name], window) >= threshold for name, threshold in rule.items()])
+    rounds = np.nonzero(reached)[0]
+    return int(rounds[0]) + min(window, len(row["gate"])) if len(rounds) else None
 
 
 def rule_table(rows: list[dict[str, Any]], window: int) -> str:
     """Per (data set, modality): the round the candidate rule would open it, per seed ("-": never)."""
-    lines = ["| data set | modality | " + " | ".join(f"seed {seed}" for seed in dict.fromkeys(row["seed"] for row in rows))
-             + " |", "|---|---|" + "---|" * len(dict.fromkeys(row["seed"] for row in rows))]
+    seeds = sorted({row["seed"] for row in rows})
+    lines = ["| data set | modality | " + " | ".join(f"seed {seed}" for seed in seeds) + " |",
+             "|---|---|" + "---|" * len(seeds)]
     for dataset, modality in dict.fromkeys((row["dataset"], row["modality"]) for row in rows):
-        own = [row for row in rows if (row["dataset"], row["modality"]) == (dataset, modality)]
-        cells = [str(first_open_round(row, window) or "-") for row in own]
+        opened = {row["seed"]: first_open_round(row, window) for row in rows
+                  if (row["dataset"], row["modality"]) == (dataset, modality)}
+        cells = [("" if seed not in opened else str(opened[seed] or "-")) for seed in seeds]
         lines.append(f"| {dataset} | {modality} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

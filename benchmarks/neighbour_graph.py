@@ -33,8 +33,8 @@ from otm_fed.agent import nearest_neighbours, neighbour_count  # noqa: E402
 from otm_fed.config import ConfigError, resolve_config  # noqa: E402
 from otm_fed.metrics import clustering_scores, kmeans_scores  # noqa: E402
 from otm_fed.results import write_json  # noqa: E402
-from local_training import DATASETS, rows_file, seed_list  # noqa: E402
 from otm_fed.scenario import normalised_views, scenario_dataset  # noqa: E402
+from local_training import DATASETS, rows_file, seed_list  # noqa: E402
 
 
 def graph_rows(dataset: str, seed: int) -> list[dict[str, Any]]:
