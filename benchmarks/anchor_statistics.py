@@ -54,7 +54,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from otm_fed.config import DEFAULTS, ConfigError, resolve_config  # noqa: E402
-from otm_fed.frames import FrameAlignment, anchor_confidence, anchor_rotation  # noqa: E402
+from otm_fed.frames import (FrameAlignment, anchor_confidence, anchor_rotation, anchor_rule_readings,  # noqa: E402
+                            own_partition, principal_projection)
 from otm_fed.mixer import exact_ot_vertex, squared_distances, uniform  # noqa: E402
 from otm_fed.results import write_json  # noqa: E402
 from local_training import rows_file, seed_list  # noqa: E402
@@ -67,13 +68,6 @@ BATCH_PERMUTATIONS = 10
 # Prokaryotic's best 0.14 and the weak view's worst 0.49) and the plan carrying clusters onto
 # clusters (partition agreement, midway between Movies' best 0.49 and the weak view's worst 0.56).
 CANDIDATE_RULE = {"retrieval": 0.3, "partition-agreement": 0.52}
-
-
-def principal_projection(batch: np.ndarray, rows: np.ndarray, p: int) -> np.ndarray:
-    """``rows`` centred on ``batch``'s mean and projected onto its top ``p`` principal axes."""
-    centre = batch.mean(0)
-    _, _, axes = np.linalg.svd(batch - centre, full_matrices=False)
-    return (rows - centre) @ axes[:p].T
 
 
 def ot_cost(x: np.ndarray, y: np.ndarray) -> float:
@@ -91,47 +85,6 @@ def batch_gain(z_m: np.ndarray, z_r: np.ndarray, a_m: np.ndarray, a_r: np.ndarra
     return 1.0 - fitted / null if null > 0 else 0.0
 
 
-def anchor_retrieval(a_m: np.ndarray, a_r: np.ndarray) -> float:
-    """1 - (mean_i rank_i - 1) / ((K - 1) / 2): anchor i of m mapped by the scaled Procrustes fit on
-    the other K - 1 anchors, rank_i the rank of its own partner among r's K anchors by distance. 1 when
-    every held-out anchor lands nearest its partner, near 0 when the pairing is arbitrary (a rank
-    uniform on 1..K; slightly below, about -0.1 for 10 anchors in 5 dimensions, since a fit without
-    the held-out anchor maps it worse than chance would place it)."""
-    k = len(a_m)
-    ranks = []
-    for i in range(k):
-        rest = np.delete(np.arange(k), i)
-        x, y = a_m[rest] - a_m[rest].mean(0), a_r[rest] - a_r[rest].mean(0)
-        rotation = anchor_rotation(x, y)
-        scale = float(np.trace(x.T @ y @ rotation.T)) / max(float((x ** 2).sum()), 1e-24)  # scaled Procrustes
-        mapped = scale * (a_m[i] - a_m[rest].mean(0)) @ rotation
-        distances = ((a_r - a_r[rest].mean(0) - mapped) ** 2).sum(1)
-        ranks.append(1 + int((distances < distances[i]).sum()))
-    return 1.0 - (np.mean(ranks) - 1.0) / ((k - 1) / 2.0)
-
-
-def own_partition(codes: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
-    """A modality's own seeded k-means partition of its batch."""
-    from sklearn.cluster import KMeans
-
-    return KMeans(n_clusters, n_init=4, random_state=seed).fit_predict(codes)
-
-
-def partition_agreement(common_m: np.ndarray, common_r: np.ndarray, own_m: np.ndarray, own_r: np.ndarray,
-                        rng: np.random.Generator) -> float:
-    """(NMI - NMI_null) / (1 - NMI_null) between each modality's own partition of its batch
-    (``own_partition``), read through the exact OT plan of the two batches in the common frame (a
-    pairing of rows for equal batch sizes, as in every run here; otherwise its support, unweighted);
-    NMI_null the mean over ``BATCH_PERMUTATIONS`` random pairings. About 0 when the plan pairs rows
-    whose own clusters are unrelated, 1 when it pairs cluster with cluster."""
-    from sklearn.metrics import normalized_mutual_info_score
-
-    (rows, cols, _), _ = exact_ot_vertex(squared_distances(common_m, common_r), uniform(len(common_m)), uniform(len(common_r)))
-    paired = normalized_mutual_info_score(own_m[rows], own_r[cols])
-    null = np.mean([normalized_mutual_info_score(own_m[rows], own_r[rng.permutation(cols)]) for _ in range(BATCH_PERMUTATIONS)])
-    return (paired - null) / (1.0 - null) if null < 1 else 0.0
-
-
 def statistics(codes: dict[int, np.ndarray], anchors: dict[int, np.ndarray], alignment: FrameAlignment,
                n_clusters: int, seed: int, rng: np.random.Generator) -> dict[int, dict[str, float]]:
     """Per modality but the reference: every statistic of its fit to the reference (the gate's own
@@ -142,7 +95,6 @@ def statistics(codes: dict[int, np.ndarray], anchors: dict[int, np.ndarray], ali
     common = {m: frames[m].to_common(z) for m, z in codes.items()}
     partitions = {m: own_partition(z, n_clusters, seed) for m, z in common.items()}
     p = min(max(n_clusters - 1, 1), codes[reference].shape[1])
-    p_retrieval = max(1, min(p, len(anchors[reference]) - 2))  # the K - 1 fitted anchors determine the map
     found = {}
     for m in sorted(codes):
         if m == reference:
@@ -151,10 +103,8 @@ def statistics(codes: dict[int, np.ndarray], anchors: dict[int, np.ndarray], ali
         found[m] = {"gate": alignment.confidences[m],
                     "subspace": anchor_confidence(principal_projection(z_m, a_m, p), principal_projection(z_r, a_r, p), rng),
                     "batch-gain": batch_gain(z_m, z_r, a_m, a_r, rng),
-                    "retrieval": anchor_retrieval(principal_projection(z_m, a_m, p_retrieval),
-                                                  principal_projection(z_r, a_r, p_retrieval)),
-                    "partition-agreement": partition_agreement(common[m], common[reference], partitions[m],
-                                                               partitions[reference], rng)}
+                    **anchor_rule_readings(scaled[m], scaled[reference], common[m], common[reference], partitions[m],
+                                           partitions[reference], n_clusters, rng)}
     return found
 
 
@@ -178,8 +128,8 @@ def run_rows(dataset: str, seed: int, n_anchors: int, runs_dir: Path) -> list[di
     readings: dict[int, dict[str, list[float]]] = {}
     align_frames = strategy.align_frames
 
-    def reading(codes, rotations, gw_starts, fit_rng, search=False, anchors=None):
-        alignment = align_frames(codes, rotations, gw_starts, fit_rng, search, anchors)
+    def reading(codes, rotations, gw_starts, fit_rng, search=False, anchors=None, n_clusters_=0):
+        alignment = align_frames(codes, rotations, gw_starts, fit_rng, search, anchors, n_clusters_)
         if anchors is not None:
             for m, values in statistics(codes, anchors, alignment, n_clusters, seed, rng).items():
                 own = readings.setdefault(m, {name: [] for name in STATISTICS})

@@ -57,6 +57,8 @@ METHODS: dict[str, dict[str, str] | None] = {
     "otm-w": {"strategy": "otm", "alpha": "1.0", **PAPER},
     "otm-gw": {"strategy": "otm", "alpha": "0.0", **PAPER},
     **{f"otm-anchors-{k}": {"strategy": "otm", "anchors": str(k)} for k in (5, 10, 25, 50)},
+    # The anchor gate of two statistics (docs/alignment.md, "The two-statistic anchor gate").
+    "otm-anchors-10-retrieval-partition": {"strategy": "otm", "anchors": "10", "anchor-gate": "retrieval-partition"},
 }
 SETTINGS = {"unaligned": False, "aligned": True}
 QUICK_ROUNDS = 10

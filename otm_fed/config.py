@@ -77,6 +77,14 @@ DEFAULTS: dict[str, Any] = {
     # whose anchored plans are at chance read at most 0.45 (Movies) and 0.03 (Prokaryotic), the
     # synthetic weak view, whose anchored plans are right, 0.22-0.67 depending on the draw.
     "anchor-gate-threshold": 0.5,
+    # ``anchor-gate = retrieval-partition`` reads two statistics instead, each with its threshold,
+    # chosen on never-mixed codes of seeds 0-3 (K = 10, session 10, docs/alignment.md): held-out
+    # anchors landing on their partners (midway between Prokaryotic's best 0.14 and the weak
+    # view's worst 0.49) and the plan carrying clusters onto clusters (midway between Movies'
+    # best 0.49 and the weak view's worst 0.56).
+    "anchor-gate": "fit",
+    "anchor-retrieval-threshold": 0.3,
+    "anchor-partition-threshold": 0.52,
     # Local training (issue 12), chosen once on seeds 0-1 of the five shared sets with one agent
     # trained alone per view (docs/local-training.md): cosine error for l2/tf-idf views, the
     # neighbour term at 0.3 of the view's null reconstruction error, k = N / 2C capped at 10,
@@ -93,6 +101,7 @@ DEFAULTS: dict[str, Any] = {
 CHOICES: dict[str, tuple[str, ...]] = {
     "mask": ("binary", "dirichlet", "none"),
     "align": ("procrustes", "none"),
+    "anchor-gate": ("fit", "retrieval-partition"),
     "reconstruction": ("auto", "squared", "cosine"),
     "task": TASKS,
     "loss": tuple(loss for losses in LOSSES.values() for loss in losses),
@@ -103,7 +112,7 @@ POSITIVE_INTS = ("rounds", "batch-size", "local-steps", "latent-dim", "hidden-di
                  "gate-window")
 NON_NEGATIVE = ("num-modalities", "n-clusters", "barycenter-size", "max-outer", "beta", "eta", "mmd-weight", "synthetic-weak-view",
                 "latent-clip", "latent-noise-multiplier", "fold", "supervised-weight", "gate-threshold",
-                "anchor-gate-threshold", "anchors", "neighbour-weight", "neighbours", "epochs", "structure-weight")
+                "anchor-gate-threshold", "anchor-retrieval-threshold", "anchor-partition-threshold", "anchors", "neighbour-weight", "neighbours", "epochs", "structure-weight")
 
 
 class ConfigError(ValueError):
@@ -212,10 +221,20 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def gate_threshold(config: Mapping[str, Any]) -> float:
-    """The confidence a modality's gate must reach: ``anchor-gate-threshold`` with anchors (the
-    gate then reads the anchors' correspondence), ``gate-threshold`` otherwise; 0 turns the gate off."""
-    return config["anchor-gate-threshold"] if config["anchors"] else config["gate-threshold"]
+def gate_thresholds(config: Mapping[str, Any]) -> dict[str, float]:
+    """What a modality's gate must reach, per statistic it reads (``FrameAlignment.readings``):
+    without anchors its ``confidence`` reaches ``gate-threshold``; with anchors and ``anchor-gate
+    = fit`` the anchors' correspondence reaches ``anchor-gate-threshold``; with ``anchor-gate =
+    retrieval-partition`` both ``retrieval`` and ``partition-agreement`` reach their thresholds.
+    Empty when the gate is off (every threshold 0): then every modality mixes."""
+    if not config["anchors"]:
+        thresholds = {"confidence": config["gate-threshold"]}
+    elif config["anchor-gate"] == "fit":
+        thresholds = {"confidence": config["anchor-gate-threshold"]}
+    else:
+        thresholds = {"retrieval": config["anchor-retrieval-threshold"],
+                      "partition-agreement": config["anchor-partition-threshold"]}
+    return thresholds if any(thresholds.values()) else {}
 
 
 def validate_normalisation(config: Mapping[str, Any]) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from otm_fed.config import DEFAULTS, gate_threshold, load_scenario
+from otm_fed.config import DEFAULTS, gate_thresholds, load_scenario
 from otm_fed.results import CONFIG_FILE, EVAL_CODES_FILE, METRICS_FILE, read_rounds, read_summary
 
 SCORES_PLOT, LOSSES_PLOT, TSNE_PLOT = "scores-per-round.png", "losses-per-round.png", "tsne.png"
@@ -89,9 +89,19 @@ def plot_losses(run_dirs: list[Path], path: Path) -> None:
     _save(figure, path)
 
 
+def gate_series(row: dict, name: str) -> dict[str, float]:
+    """Modality -> this round's reading ``name`` of a metrics row with frames (``"confidence"``
+    is also kept for the reference, and by runs made before readings were logged)."""
+    frames = row["frames"]
+    if name == "confidence" and "confidence" in frames:
+        return frames["confidence"]
+    return {m: values[name] for m, values in frames.get("readings", {}).items() if name in values}
+
+
 def plot_gate(run_dirs: list[Path], path: Path) -> bool:
-    """One panel per run with frames: each modality's confidence per round (filled markers where
-    it mixed) and the run's gate threshold; False (nothing written) when no run aligned frames."""
+    """One panel per run with frames: each modality's gate statistics per round (one line style
+    per statistic, filled markers where it mixed) and the run's thresholds; False (nothing
+    written) when no run aligned frames."""
     framed_rows = {run_dir: [row for row in read_rounds(run_dir) if "frames" in row] for run_dir in run_dirs}
     runs = {run_dir: rows for run_dir, rows in framed_rows.items() if rows}
     if not runs:
@@ -99,20 +109,21 @@ def plot_gate(run_dirs: list[Path], path: Path) -> bool:
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 4.2), squeeze=False)
     for axis, (run_dir, framed) in zip(axes[0], runs.items()):
-        modalities = sorted({m for row in framed for m in row["frames"]["confidence"]}, key=int)
-        for index, modality in enumerate(modalities):
-            points = [(row["round"], row["frames"]["confidence"][modality], int(modality) in row["frames"]["mixed"])
-                      for row in framed if modality in row["frames"]["confidence"]]
-            rounds, values, mixed = zip(*points)
-            colour = f"C{index % 10}"
-            axis.plot(rounds, values, color=colour, linewidth=1, label=f"m{modality}")
-            axis.scatter([r for r, m in zip(rounds, mixed) if m], [v for v, m in zip(values, mixed) if m],
-                         color=colour, s=10)
         saved = run_dir / CONFIG_FILE
-        threshold = gate_threshold({**DEFAULTS, **load_scenario(str(saved))}) if saved.is_file() else None
-        if threshold:
-            axis.axhline(threshold, color="grey", linestyle="--", linewidth=1, label="gate threshold")
-        axis.set(title=f"{run_dir.name}: confidence (dots: mixed)", xlabel="round")
+        thresholds = gate_thresholds({**DEFAULTS, **load_scenario(str(saved))}) if saved.is_file() else {}
+        for style, name in zip(("-", "--", ":"), thresholds or {"confidence": 0.0}):
+            modalities = sorted({m for row in framed for m in gate_series(row, name)}, key=int)
+            for index, modality in enumerate(modalities):
+                points = [(row["round"], gate_series(row, name)[modality], int(modality) in row["frames"]["mixed"])
+                          for row in framed if modality in gate_series(row, name)]
+                rounds, values, mixed = zip(*points)
+                colour = f"C{index % 10}"
+                axis.plot(rounds, values, color=colour, linestyle=style, linewidth=1, label=f"m{modality} {name}")
+                axis.scatter([r for r, m in zip(rounds, mixed) if m], [v for v, m in zip(values, mixed) if m],
+                             color=colour, s=10)
+            if thresholds:
+                axis.axhline(thresholds[name], color="grey", linestyle=style, linewidth=1, label=f"{name} threshold")
+        axis.set(title=f"{run_dir.name}: gate statistics (dots: mixed)", xlabel="round")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
     _save(figure, path)

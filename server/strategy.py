@@ -21,7 +21,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from otm_fed.alignment import alignment_scores, batch_sample_ids
-from otm_fed.config import gate_threshold
+from otm_fed.config import gate_thresholds
 from otm_fed.frames import ConfidenceGate, FrameAlignment, align_frames
 from otm_fed.metrics import kmeans_scores
 from otm_fed.mixer import Mixer, MixResult, OTMixer
@@ -96,7 +96,7 @@ class OTMStrategy(Strategy):
         self.mixed_modalities: list[int] = []  # the modalities in this round's mix, in order
         self.mixed_codes: dict[int, np.ndarray] = {}  # their codes as mixed: phi_m(Z_m), or Z_m without alignment
         self.rotations: dict[int, np.ndarray] = {}  # modality -> Q_m of its frame map (align = procrustes)
-        self.gate = ConfidenceGate(gate_threshold(self.config), self.config["gate-window"])
+        self.gate = ConfidenceGate(gate_thresholds(self.config), self.config["gate-window"])
         self.row: dict[str, Any] = {}
         self.final_scores: dict[str, Any] = {}
         self.eval_codes: dict[int, np.ndarray] = {}
@@ -124,20 +124,22 @@ class OTMStrategy(Strategy):
         rng = np.random.default_rng([self.config["seed"], server_round, 3])
         search = server_round % self.config["align-refresh"] == 0
         anchors = {m: self.anchor_codes[m].astype(np.float64) for m in codes} if self.config["anchors"] else None
+        rule = anchors is not None and self.config["anchor-gate"] == "retrieval-partition"
         alignment = align_frames({m: codes[m].astype(np.float64) for m in codes}, self.rotations,
-                                 self.config["align-starts"], rng, search, anchors)
+                                 self.config["align-starts"], rng, search, anchors, self.n_clusters if rule else 0)
         self.rotations.update({m: frame.rotation for m, frame in alignment.frames.items()})
         return alignment
 
     def gated_modalities(self, alignment: FrameAlignment | None, modalities: Iterable[int]) -> list[int]:
         """The modalities that mix this round (all without alignment or gate): those the
-        ``ConfidenceGate`` has opened, i.e. whose mean confidence over ``gate-window`` rounds
-        before they ever mixed reached ``gate-threshold`` (``anchor-gate-threshold`` with anchors); the
-        others train alone. Fewer than two leave no one to mix with."""
+        ``ConfidenceGate`` has opened, i.e. whose mean readings over ``gate-window`` rounds before
+        they ever mixed reached their thresholds (``gate_thresholds``); the others train alone.
+        Fewer than two leave no one to mix with."""
         modalities = sorted(modalities)
-        if alignment is None or gate_threshold(self.config) <= 0:
+        if alignment is None or not self.gate.thresholds:
             return modalities if len(modalities) >= 2 else []
-        return self.gate.admit({m: alignment.confidences[m] for m in modalities}, alignment.reference)
+        return self.gate.admit({m: alignment.readings[m] for m in modalities if m != alignment.reference},
+                               alignment.reference)
 
     def server_gradients(self, codes: Mapping[int, np.ndarray], result: MixResult) -> list[np.ndarray] | None:
         """G_m = d GW(K(Z~_B), I_C) / d Z_m (eq. 7) for the mixed modalities (``codes`` as mixed),
@@ -508,6 +510,7 @@ class OTMStrategy(Strategy):
         if self.alignment is not None:
             self.row["frames"] = {"reference": self.alignment.reference,
                                   "confidence": {str(m): c for m, c in self.alignment.confidences.items()},
+                                  "readings": {str(m): r for m, r in self.alignment.readings.items()},
                                   "objective": {str(m): v for m, v in self.alignment.objectives.items()},
                                   "mixed": self.mixed_modalities, "opened": sorted(self.gate.opened)}
         if self.mix_result is not None:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from otm_fed.config import DEFAULTS, SCENARIO_DIR, ConfigError, config_from_run_config, gate_threshold, resolve_config
+from otm_fed.config import DEFAULTS, SCENARIO_DIR, ConfigError, config_from_run_config, gate_thresholds, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,11 @@ def test_unknown_scenario_lists_the_known_ones():
         resolve_config("no-such-scenario")
 
 
-def test_with_anchors_the_gate_reads_its_own_threshold():
-    assert gate_threshold(resolve_config("synthetic")) == DEFAULTS["gate-threshold"]
-    assert gate_threshold(resolve_config("synthetic", {"anchors": "10"})) == DEFAULTS["anchor-gate-threshold"]
-    assert gate_threshold(resolve_config("synthetic", {"anchors": "10", "anchor-gate-threshold": "0"})) == 0.0
+def test_with_anchors_the_gate_reads_its_own_thresholds():
+    assert gate_thresholds(resolve_config("synthetic")) == {"confidence": DEFAULTS["gate-threshold"]}
+    assert gate_thresholds(resolve_config("synthetic", {"anchors": "10"})) == {"confidence": DEFAULTS["anchor-gate-threshold"]}
+    assert gate_thresholds(resolve_config("synthetic", {"anchors": "10", "anchor-gate-threshold": "0"})) == {}
+    rule = resolve_config("synthetic", {"anchors": "10", "anchor-gate": "retrieval-partition"})
+    assert gate_thresholds(rule) == {"retrieval": 0.3, "partition-agreement": 0.52}
+    with pytest.raises(ConfigError, match="anchor-gate"):
+        resolve_config("synthetic", {"anchor-gate": "protest"})

@@ -1,12 +1,14 @@
 """Frame alignment on the server (otm_fed.frames) and the label-free gate, as the strategy uses them."""
 
+import json
+
 import numpy as np
 import pytest
 from scipy.stats import ortho_group
 
 from otm_fed.config import resolve_config
-from otm_fed.frames import (SEARCH_ROWS, ConfidenceGate, Frame, align_frames, alignment_confidence, standardise,
-                            wasserstein_procrustes)
+from otm_fed.frames import (SEARCH_ROWS, ConfidenceGate, Frame, align_frames, alignment_confidence, anchor_retrieval,
+                            own_partition, partition_agreement, standardise, wasserstein_procrustes)
 from otm_fed.mixer import OTMixer
 from otm_fed.plans import project_to_modality
 from otm_fed.protocol import read_train_request
@@ -97,16 +99,56 @@ def test_gate_opens_on_the_mean_of_a_full_window_and_never_closes():
     """Modality 1 opens when the mean of its last 3 confidences first reaches 0.25, and stays open
     however low it reads afterwards (those readings are not even counted); modality 2's early spike
     opens nothing before its window is full; the reference mixes only once someone is open."""
-    gate = ConfidenceGate(threshold=0.25, window=3)
-    rounds = [{0: 0.9, 1: 0.3, 2: 0.6}, {0: 0.3, 1: 0.1, 2: 0.0}, {0: 0.3, 1: 0.3, 2: 0.0},
-              {0: 0.4, 1: 0.4, 2: 0.1}, {0: 0.0, 1: -0.2, 2: 0.1}, {0: 0.0, 1: -0.3, 2: 0.6}]
-    mixed = [gate.admit(confidences, reference=0) for confidences in rounds]
+    gate = ConfidenceGate({"confidence": 0.25}, window=3)
+    rounds = [{1: 0.3, 2: 0.6}, {1: 0.1, 2: 0.0}, {1: 0.3, 2: 0.0}, {1: 0.4, 2: 0.1}, {1: -0.2, 2: 0.1}, {1: -0.3, 2: 0.6}]
+    readings = [{m: {"confidence": c} for m, c in confidences.items()} for confidences in rounds]
+    mixed = [gate.admit(reading, reference=0) for reading in readings]
     assert mixed == [[], [], [], [0, 1], [0, 1], [0, 1, 2]]
     assert gate.opened == {1, 2} and gate.history == {}
-    late = ConfidenceGate(threshold=0.25, window=3)
-    for confidences in rounds[:4]:
-        late.admit(confidences, reference=0)
-    assert late.history == {2: [0.0, 0.0, 0.1]}  # mean 0.033: still counting
+    late = ConfidenceGate({"confidence": 0.25}, window=3)
+    for reading in readings[:4]:
+        late.admit(reading, reference=0)
+    assert late.history == {2: {"confidence": [0.0, 0.0, 0.1]}}  # mean 0.033: still counting
+    resumed = ConfidenceGate({"confidence": 0.25}, window=3)
+    resumed.restore(json.loads(json.dumps(late.state())))
+    assert resumed.history == late.history and resumed.opened == late.opened == {1}
+
+
+def test_a_gate_of_two_statistics_opens_only_when_both_window_means_reach_theirs():
+    """Modality 1's retrieval is high from the start but its partition agreement reaches 0.5 in
+    the mean only at round 4; modality 2 passes partition agreement and never retrieval. A
+    checkpoint of another gate's statistics is refused in one line."""
+    gate = ConfidenceGate({"retrieval": 0.3, "partition-agreement": 0.5}, window=2)
+    rounds = [{1: (0.9, 0.2), 2: (0.1, 0.9)}, {1: (0.8, 0.4), 2: (0.2, 0.9)}, {1: (0.9, 0.5), 2: (0.2, 0.8)},
+              {1: (0.9, 0.6), 2: (0.0, 0.9)}]
+    mixed = [gate.admit({m: {"retrieval": r, "partition-agreement": p} for m, (r, p) in round_.items()}, reference=0)
+             for round_ in rounds]
+    assert mixed == [[], [], [], [0, 1]]
+    assert gate.history == {2: {"retrieval": [0.2, 0.0], "partition-agreement": [0.8, 0.9]}}
+    with pytest.raises(ValueError, match="cannot resume: the checkpoint's gate counted"):
+        ConfidenceGate({"confidence": 0.25}, window=2).restore(gate.state())
+
+
+def test_anchor_retrieval_and_partition_agreement():
+    """The two statistics of ``anchor-gate = retrieval-partition``, each on a case it must read 1
+    and one it must read near 0."""
+    rng = np.random.default_rng(0)
+    anchors = rng.normal(size=(10, 5))
+    rotation = ortho_group.rvs(5, random_state=0)
+    assert anchor_retrieval(anchors, 2 * anchors @ rotation + 1) == pytest.approx(1.0)
+    unrelated = [anchor_retrieval(rng.normal(size=(10, 5)), rng.normal(size=(10, 5))) for _ in range(200)]
+    assert -0.3 < np.mean(unrelated) < 0.1  # a partner's rank is uniform on 1..K
+    centres = 3 * rng.normal(size=(4, 8))
+    x = centres[np.arange(128) % 4] + rng.normal(size=(128, 8))
+
+    def agreement(a, b):
+        return partition_agreement(a, b, own_partition(a, 4, 0), own_partition(b, 4, 0), rng)
+
+    assert agreement(x, x) == pytest.approx(1.0)
+    assert agreement(x, rng.normal(size=(128, 8))) < 0.3
+    # Why it failed as a gate (docs/alignment.md): shared clusters read 1 though no row corresponds.
+    z = centres[rng.permutation(128) % 4] + rng.normal(size=(128, 8))
+    assert agreement(x, z) > 0.9
 
 
 def strategy(**overrides: str) -> OTMStrategy:
@@ -143,7 +185,7 @@ def test_rotations_survive_a_checkpoint_bit_for_bit(tmp_path):
 
     otm = strategy()
     otm.rotations = {0: np.eye(16), 1: ortho_group.rvs(16, random_state=11), 2: ortho_group.rvs(16, random_state=12)}
-    otm.gate.opened, otm.gate.history = {1}, {2: [0.125, 0.3]}
+    otm.gate.opened, otm.gate.history = {1}, {2: {"confidence": [0.125, 0.3]}}
     RunRecorder(tmp_path, otm.config).save_checkpoint(otm.checkpoint(4, 1.0))
     config = {**otm.config, "resume": True}
     restored = OTMStrategy(config, 3, 6, recorder=RunRecorder(tmp_path, config), progress=lambda line: None)
@@ -151,7 +193,7 @@ def test_rotations_survive_a_checkpoint_bit_for_bit(tmp_path):
     assert restored.rotations.keys() == otm.rotations.keys()
     for m, rotation in otm.rotations.items():
         assert np.array_equal(restored.rotations[m], rotation)
-    assert restored.gate.opened == {1} and restored.gate.history == {2: [0.125, 0.3]}
+    assert restored.gate.opened == {1} and restored.gate.history == {2: {"confidence": [0.125, 0.3]}}
 
 
 def test_aligned_frames_put_plan_mass_on_same_class_samples_where_the_paper_mix_does_not(tmp_path):
