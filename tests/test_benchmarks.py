@@ -292,3 +292,29 @@ def test_candidate_rule_opens_only_when_both_window_means_reach_their_thresholds
     # retrieval's 10-round mean reaches 0.3 at round 11, partition agreement's reaches 0.52 at round 21
     assert anchor_statistics.first_open_round(row, 10) == 21
     assert anchor_statistics.first_open_round({**row, "partition-agreement": [0.5] * rounds}, 10) is None
+
+
+def test_joint_matching_ranks_the_truth_first_on_shared_geometry_and_composes_matchings(tmp_path):
+    import itertools
+
+    import joint_matching
+    from scipy.stats import ortho_group
+
+    rng = np.random.default_rng(0)
+    centres, labels = 3 * rng.normal(size=(5, 4)), np.arange(100) % 5
+    codes = {f"codes-{m}": (centres[labels] + 0.05 * rng.normal(size=(100, 4))) @ ortho_group.rvs(4, random_state=m)
+             for m in range(3)}
+    np.savez(tmp_path / "shared.npz", labels=labels, **codes)
+    row = joint_matching.codes_row(tmp_path / "shared.npz")
+    assert row["pairwise_rank"] == {"0-1": 1, "0-2": 1, "1-2": 1} and row["joint_rank"] == 1 and row["joint_matchings"] == 120 ** 2
+    # Modalities 1 and 2 place the classes at permuted centres: the cheapest pair (s_1, s_2) is the
+    # one that undoes both permutations, and its third term, GW_12(s_2 o s_1^-1), must then be 0 too.
+    permutations = np.array(list(itertools.permutations(range(5))))
+    pi_1, pi_2 = rng.permutation(5), rng.permutation(5)
+    distances = [joint_matching.centroid_distances(centres[labels], labels, np.arange(5))]
+    distances += [distances[0][np.ix_(np.argsort(pi), np.argsort(pi))] for pi in (pi_1, pi_2)]
+    costs = joint_matching.joint_costs(distances, permutations)
+    best = np.unravel_index(np.argmin(costs), costs.shape)
+    assert costs[best] == pytest.approx(0.0, abs=1e-12)
+    assert [list(permutations[i]) for i in best] == [list(pi_1), list(pi_2)]
+    assert joint_matching.rank_of(costs, (0, 0)) > 1

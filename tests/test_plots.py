@@ -72,3 +72,20 @@ def test_gate_plot_only_for_runs_that_aligned_frames(tmp_path):
         (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"round": r, **extra}) + "\n" for r in (1, 2)))
     assert not plot_gate([local], tmp_path / "none.png") and not (tmp_path / "none.png").exists()
     assert plot_gate([local, framed], tmp_path / "gate.png") and (tmp_path / "gate.png").stat().st_size > 1000
+
+
+def test_gate_plot_draws_each_statistic_a_two_statistic_gate_reads(tmp_path):
+    import json
+
+    from otm_fed.plots import gate_series, plot_gate
+    from otm_fed.results import CONFIG_FILE
+
+    rule = tmp_path / "rule"
+    rule.mkdir()
+    (rule / CONFIG_FILE).write_text('anchors = 10\nanchor-gate = "retrieval-partition"\n')
+    rows = [{"round": r, "frames": {"confidence": {"0": 0.3, "1": 0.3}, "mixed": [],
+                                    "readings": {"1": {"confidence": 0.3, "retrieval": 0.1 * r, "partition-agreement": 0.5}}}}
+            for r in (1, 2)]
+    (rule / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert gate_series(rows[1], "retrieval") == {"1": 0.2} and gate_series(rows[1], "confidence") == {"0": 0.3, "1": 0.3}
+    assert plot_gate([rule], tmp_path / "gate.png") and (tmp_path / "gate.png").stat().st_size > 1000
