@@ -53,7 +53,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from otm_fed.config import DEFAULTS, ConfigError, resolve_config  # noqa: E402
+from otm_fed.config import DEFAULTS, ConfigError, gate_thresholds, resolve_config  # noqa: E402
 from otm_fed.frames import (FrameAlignment, anchor_confidence, anchor_rotation, anchor_rule_readings,  # noqa: E402
                             own_partition, principal_projection)
 from otm_fed.mixer import exact_ot_vertex, squared_distances, uniform  # noqa: E402
@@ -63,11 +63,9 @@ from otm_fed.scenario import check_fits, scenario_dataset  # noqa: E402
 
 STATISTICS = ("gate", "subspace", "batch-gain", "retrieval", "partition-agreement")
 BATCH_PERMUTATIONS = 10
-# The candidate rule chosen on seeds 0-3 (session 10, docs/alignment.md): open once both window
-# means reach their thresholds, anchors landing on their partners (retrieval, midway between
-# Prokaryotic's best 0.14 and the weak view's worst 0.49) and the plan carrying clusters onto
-# clusters (partition agreement, midway between Movies' best 0.49 and the weak view's worst 0.56).
-CANDIDATE_RULE = {"retrieval": 0.3, "partition-agreement": 0.52}
+# The candidate rule chosen on seeds 0-3 (session 10): the gate of ``anchor-gate = retrieval-partition``,
+# with the thresholds frozen in otm_fed/config.py (refuted end to end in session 11, docs/alignment.md).
+CANDIDATE_RULE = gate_thresholds({**DEFAULTS, "anchors": 1, "anchor-gate": "retrieval-partition"})
 
 
 def ot_cost(x: np.ndarray, y: np.ndarray) -> float:

@@ -53,7 +53,6 @@ GW_STEPS = 100
 SEARCH_ROWS = 128  # rows per batch on which fresh GW starts are searched (``searched_rotation``)
 ANCHOR_PERMUTATIONS = 100  # random pairings of the anchors in ``anchor_confidence``'s null
 PARTITION_PERMUTATIONS = 10  # random pairings in ``partition_agreement``'s null
-RULE_STATISTICS = ("retrieval", "partition-agreement")  # ``anchor_rule_readings``, in order
 
 
 @dataclass(frozen=True)
@@ -175,7 +174,6 @@ def anchor_rotation(x_anchors: np.ndarray, y_anchors: np.ndarray) -> np.ndarray:
     return procrustes_rotation(x_anchors, y_anchors, (np.arange(k), np.arange(k), np.full(k, 1.0 / k)))
 
 
-
 def principal_projection(batch: np.ndarray, rows: np.ndarray, p: int) -> np.ndarray:
     """``rows`` centred on ``batch``'s mean and projected onto its top ``p`` principal axes."""
     centre = batch.mean(0)
@@ -229,10 +227,10 @@ def partition_agreement(common_m: np.ndarray, common_r: np.ndarray, own_m: np.nd
 def anchor_rule_readings(scaled_m: tuple[np.ndarray, np.ndarray], scaled_r: tuple[np.ndarray, np.ndarray],
                          common_m: np.ndarray, common_r: np.ndarray, own_m: np.ndarray, own_r: np.ndarray,
                          n_clusters: int, rng: np.random.Generator) -> dict[str, float]:
-    """The ``RULE_STATISTICS`` of modality m against the reference r: ``anchor_retrieval`` of the
-    anchors in the top min(C - 1, K - 2, d) principal axes of each batch (C clusters span at most
-    C - 1 between-class directions, and K - 1 anchors must determine the map), and
-    ``partition_agreement`` of the batches in the common frame. ``scaled_*``: (batch, anchors),
+    """``retrieval`` and ``partition-agreement`` of modality m against the reference r:
+    ``anchor_retrieval`` of the anchors in the top min(C - 1, K - 2, d) principal axes of each
+    batch (C clusters span at most C - 1 between-class directions, and K - 1 anchors must
+    determine the map), and ``partition_agreement`` of the batches in the common frame. ``scaled_*``: (batch, anchors),
     centred and scaled as the frames do; ``common_*``: the batches in the common frame; ``own_*``:
     each modality's own partition of its batch."""
     (z_m, a_m), (z_r, a_r) = scaled_m, scaled_r
@@ -281,7 +279,7 @@ def anchor_confidence(x_anchors: np.ndarray, y_anchors: np.ndarray, rng: np.rand
 class FrameAlignment:
     """Per modality: its map phi_m, its fit W(Q_m) to the reference and its confidence; per
     modality but the reference, the statistics the gate may read, by name (``"confidence"``, and
-    ``RULE_STATISTICS`` when they were asked for)."""
+    those of ``anchor_rule_readings`` when they were asked for)."""
 
     frames: dict[int, Frame]
     objectives: dict[int, float]
@@ -300,8 +298,7 @@ def align_frames(codes: Mapping[int, np.ndarray], rotations: Mapping[int, np.nda
     codes, rows in correspondence) Q_m starts from the Procrustes fit on the anchors alone, the
     batch only refining it, and the confidence is ``anchor_confidence`` (else
     ``alignment_confidence``); with anchors and ``n_clusters`` (C > 0) every modality's readings
-    also hold the ``RULE_STATISTICS`` (``anchor_rule_readings``, each batch partitioned into C
-    clusters). The reference's confidence is the largest of the others' (it has someone to learn
+    also hold ``anchor_rule_readings`` (each batch partitioned into C clusters). The reference's confidence is the largest of the others' (it has someone to learn
     from if anyone aligns with it)."""
     reference = min(codes)
     d = codes[reference].shape[1]
@@ -383,9 +380,10 @@ class ConfidenceGate:
         """Take ``state`` (from ``state``) back; refused when it counted other statistics."""
         history = state.get("history", {})
         for m, values in history.items():
-            if not isinstance(values, Mapping) or set(values) != set(self.thresholds):
-                raise ValueError(f"cannot resume: the checkpoint's gate counted {sorted(values) if isinstance(values, Mapping) else 'one unnamed confidence'} "
-                                 f"for modality {m}, this gate reads {sorted(self.thresholds)}")
+            counted = sorted(values) if isinstance(values, Mapping) else "one unnamed confidence"
+            if counted != sorted(self.thresholds):
+                raise ValueError(f"cannot resume: the checkpoint's gate counted {counted} for modality {m}, "
+                                 f"this gate reads {sorted(self.thresholds)}")
         self.opened = {int(m) for m in state.get("opened", [])}
         self.history = {int(m): {name: [float(v) for v in values[name]] for name in self.thresholds}
                         for m, values in history.items()}
