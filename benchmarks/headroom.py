@@ -1,6 +1,6 @@
 """How much could another modality teach an agent? Each view's labelled ceiling beside its clustering.
 
-    python benchmarks/headroom.py [--datasets synthetic,orl,...] [--runs clustering.json] [--json PATH]
+    python benchmarks/headroom.py [--datasets synthetic,orl,...] [--runs clustering.json] [--seeds 0,1] [--json PATH]
 
 Per view, the 5-fold cross-validated accuracy of a logistic regression on the normalised raw view
 (the labels are used, so this is an upper reference, not a method): what a linear read-out of the
@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from otm_fed.config import resolve_config  # noqa: E402
 from otm_fed.results import write_json  # noqa: E402
 from otm_fed.scenario import normalised_views, scenario_dataset  # noqa: E402
+from local_training import seed_list  # noqa: E402
 
 DATASETS = ("synthetic", "orl", "movies", "prokaryotic", "handwritten")
 FOLDS = 5
@@ -37,11 +38,18 @@ def linear_ceiling(x: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
     return float(cross_val_score(LogisticRegression(max_iter=500), x, labels, cv=folds).mean())
 
 
-def view_ceilings(dataset: str) -> list[float]:
-    """The linear ceiling of each view of a scenario, normalised as its agents normalise it."""
-    config = resolve_config(dataset, {})
-    data = scenario_dataset(config)
-    return [linear_ceiling(view, data.labels) for view in normalised_views(config, data)]
+def view_ceilings(dataset: str, seeds: list[int]) -> list[float]:
+    """The linear ceiling of each view of a scenario, normalised as its agents normalise it: the
+    mean over the draws of ``seeds`` (the synthetic data is drawn from the seed; a data file's
+    views are the same for every seed, so it is read once)."""
+    per_seed = []
+    for seed in seeds:
+        config = resolve_config(dataset, {"seed": str(seed)})
+        data = scenario_dataset(config)
+        per_seed.append([linear_ceiling(view, data.labels) for view in normalised_views(config, data)])
+        if config["dataset"] != "synthetic":
+            break
+    return np.mean(per_seed, axis=0).tolist()
 
 
 def local_only_acc(rows: list[dict], dataset: str) -> list[float] | None:
@@ -54,6 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--runs", type=Path, help="a benchmarks/clustering.py JSON with local-only rows")
+    parser.add_argument("--seeds", type=seed_list, default="0", help="the synthetic draws the ceiling is averaged over")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.runs is not None and not args.runs.is_file():
@@ -62,7 +71,7 @@ def main() -> None:
     print("| data set | view | linear ceiling | local-only ACC | headroom |\n|---|---|---|---|---|")
     out = []
     for dataset in args.datasets.split(","):
-        ceilings = view_ceilings(dataset)
+        ceilings = view_ceilings(dataset, args.seeds)
         local = local_only_acc(runs, dataset)
         for view, ceiling in enumerate(ceilings):
             acc = local[view] if local else None
