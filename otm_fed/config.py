@@ -216,6 +216,9 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"round-timeout must be positive, got {config['round-timeout']}")
     if config["latent-noise-multiplier"] and not config["latent-clip"]:
         raise ConfigError("latent-noise-multiplier needs latent-clip > 0: the noise scale is multiplier x clip")
+    if config["anchor-gate"] == "retrieval-partition" and config["anchors"] < 3:
+        raise ConfigError(f"anchor-gate = retrieval-partition reads the anchors: it needs anchors >= 3 (each anchor is "
+                          f"held out and placed by a fit on the others), got anchors = {config['anchors']}")
     validate_supervised(config)
     validate_normalisation(config)
     return config

@@ -69,3 +69,6 @@ def test_with_anchors_the_gate_reads_its_own_thresholds():
     assert gate_thresholds(rule) == {"retrieval": 0.3, "partition-agreement": 0.52}
     with pytest.raises(ConfigError, match="anchor-gate"):
         resolve_config("synthetic", {"anchor-gate": "protest"})
+    for anchors in ("0", "2"):  # without anchors the setting would be silently ignored; 2 leave one to fit on
+        with pytest.raises(ConfigError, match="it needs anchors >= 3"):
+            resolve_config("synthetic", {"anchors": anchors, "anchor-gate": "retrieval-partition"})
