@@ -23,9 +23,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from otm_fed.config import resolve_config  # noqa: E402
 from otm_fed.results import write_json  # noqa: E402
-from otm_fed.scenario import normalised_views, scenario_dataset  # noqa: E402
+from otm_fed.scenario import normalised_views, seeded_draws  # noqa: E402
 from local_training import seed_list  # noqa: E402
 
 DATASETS = ("synthetic", "orl", "movies", "prokaryotic", "handwritten")
@@ -40,16 +39,9 @@ def linear_ceiling(x: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
 
 def view_ceilings(dataset: str, seeds: list[int]) -> list[float]:
     """The linear ceiling of each view of a scenario, normalised as its agents normalise it: the
-    mean over the draws of ``seeds`` (the synthetic data is drawn from the seed; a data file's
-    views are the same for every seed, so it is read once)."""
-    per_seed = []
-    for seed in seeds:
-        config = resolve_config(dataset, {"seed": str(seed)})
-        data = scenario_dataset(config)
-        per_seed.append([linear_ceiling(view, data.labels) for view in normalised_views(config, data)])
-        if config["dataset"] != "synthetic":
-            break
-    return np.mean(per_seed, axis=0).tolist()
+    mean over the draws of ``seeds`` (``seeded_draws``: a data file is read once)."""
+    return np.mean([[linear_ceiling(view, data.labels) for view in normalised_views(config, data)]
+                    for _, config, data in seeded_draws(dataset, seeds)], axis=0).tolist()
 
 
 def local_only_acc(rows: list[dict], dataset: str) -> list[float] | None:

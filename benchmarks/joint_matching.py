@@ -33,10 +33,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from otm_fed.config import ConfigError, resolve_config  # noqa: E402
+from otm_fed.config import ConfigError  # noqa: E402
 from otm_fed.frames import standardise  # noqa: E402
 from otm_fed.results import write_json  # noqa: E402
-from otm_fed.scenario import normalised_views, scenario_dataset  # noqa: E402
+from otm_fed.scenario import normalised_views, seeded_draws  # noqa: E402
 from local_training import seed_list  # noqa: E402
 
 MAX_JOINT_CLASSES = 6
@@ -46,7 +46,8 @@ MAX_CLASSES = 8  # C! pairwise matchings, each a C x C table: 40320 at C = 8
 def centroid_distances(codes: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """The C x C Euclidean distances between class centroids of the centred, scaled codes."""
     centre, scale = standardise(codes)
-    centroids = np.stack([((codes - centre) / scale)[labels == k].mean(0) for k in classes])
+    scaled = (codes - centre) / scale
+    centroids = np.stack([scaled[labels == k].mean(0) for k in classes])
     return np.sqrt(((centroids[:, None] - centroids[None]) ** 2).sum(-1))
 
 
@@ -102,16 +103,10 @@ def codes_row(path: Path) -> dict[str, Any]:
 
 def raw_rows(dataset: str, seeds: list[int]) -> list[dict[str, Any]]:
     """``matching_row`` of a scenario's normalised views, as its agents read them: one per seed for
-    the synthetic draw, one in all for a data file (its views do not depend on the seed)."""
-    rows = []
-    for seed in seeds:
-        config = resolve_config(dataset, {"seed": str(seed)})
-        data = scenario_dataset(config)
-        name = f"raw {Path(dataset).stem}" + (f" seed {seed}" if config["dataset"] == "synthetic" else "")
-        rows.append(matching_row(name, normalised_views(config, data), data.labels))
-        if config["dataset"] != "synthetic":
-            break
-    return rows
+    the synthetic draw, one in all for a data file (``seeded_draws``)."""
+    return [matching_row(f"raw {Path(dataset).stem}" + (f" seed {seed}" if config["dataset"] == "synthetic" else ""),
+                         normalised_views(config, data), data.labels)
+            for seed, config, data in seeded_draws(dataset, seeds)]
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -112,10 +112,11 @@ def plot_gate(run_dirs: list[Path], path: Path) -> bool:
         saved = run_dir / CONFIG_FILE
         thresholds = gate_thresholds({**DEFAULTS, **load_scenario(str(saved))}) if saved.is_file() else {}
         for style, name in zip(("-", "--", ":"), thresholds or {"confidence": 0.0}):
-            modalities = sorted({m for row in framed for m in gate_series(row, name)}, key=int)
+            series = [(row, gate_series(row, name)) for row in framed]
+            modalities = sorted({m for _, values in series for m in values}, key=int)
             for index, modality in enumerate(modalities):
-                points = [(row["round"], gate_series(row, name)[modality], int(modality) in row["frames"]["mixed"])
-                          for row in framed if modality in gate_series(row, name)]
+                points = [(row["round"], values[modality], int(modality) in row["frames"]["mixed"])
+                          for row, values in series if modality in values]
                 rounds, values, mixed = zip(*points)
                 colour = f"C{index % 10}"
                 axis.plot(rounds, values, color=colour, linestyle=style, linewidth=1, label=f"m{modality} {name}")

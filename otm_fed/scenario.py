@@ -9,11 +9,11 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from otm_fed.config import ConfigError
+from otm_fed.config import ConfigError, resolve_config
 from otm_fed.data import (DATASET_FILES, MultiViewDataset, dataset_file, load_dataset, load_multiview, make_synthetic,
                           normalise_view, view_orders)
 from otm_fed.supervised import fold_indices, regression_target
@@ -76,6 +76,16 @@ def view_normalisation(config: Mapping[str, Any], modality: int) -> str:
     """``normalisation`` is one method for all views or a comma list, one per view."""
     methods = [method.strip() for method in config["normalisation"].split(",")]
     return methods[modality] if len(methods) > 1 else methods[0]
+
+
+def seeded_draws(dataset: str, seeds: Iterable[int]) -> Iterator[tuple[int, dict[str, Any], MultiViewDataset]]:
+    """(seed, config, data) of a scenario per seed: every seed for the synthetic draw, only the
+    first for a data file (its views do not depend on the seed)."""
+    for seed in seeds:
+        config = resolve_config(dataset, {"seed": str(seed)})
+        yield seed, config, scenario_dataset(config)
+        if config["dataset"] != "synthetic":
+            return
 
 
 def normalised_views(config: Mapping[str, Any], dataset: MultiViewDataset) -> list[np.ndarray]:

@@ -318,3 +318,12 @@ def test_joint_matching_ranks_the_truth_first_on_shared_geometry_and_composes_ma
     assert costs[best] == pytest.approx(0.0, abs=1e-12)
     assert [list(permutations[i]) for i in best] == [list(pi_1), list(pi_2)]
     assert joint_matching.rank_of(costs, (0, 0)) > 1
+
+
+def test_seeded_draws_redraw_the_synthetic_data_and_read_a_data_file_once(data_dir):
+    from otm_fed.scenario import seeded_draws
+
+    synthetic = list(seeded_draws("synthetic", [1, 2]))
+    assert [seed for seed, _, _ in synthetic] == [1, 2]
+    assert not np.array_equal(synthetic[0][2].views[0], synthetic[1][2].views[0])
+    assert [seed for seed, _, _ in seeded_draws("prokaryotic", [1, 2, 3])] == [1]
