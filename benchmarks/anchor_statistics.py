@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from otm_fed.config import DEFAULTS, ConfigError, gate_thresholds, resolve_config  # noqa: E402
 from otm_fed.frames import (FrameAlignment, anchor_confidence, anchor_rotation, anchor_rule_readings,  # noqa: E402
                             own_partition, principal_projection)
-from otm_fed.mixer import exact_ot_vertex, squared_distances, uniform  # noqa: E402
+from otm_fed.transport import exact_ot_vertex, squared_distances, uniform  # noqa: E402
 from otm_fed.results import write_json  # noqa: E402
 from local_training import rows_file, seed_list  # noqa: E402
 from otm_fed.scenario import check_fits, scenario_dataset  # noqa: E402
@@ -117,7 +117,7 @@ def run_config(dataset: str, seed: int, n_anchors: int) -> dict[str, Any]:
 def run_rows(dataset: str, seed: int, n_anchors: int, runs_dir: Path) -> list[dict[str, Any]]:
     """One never-mixed anchored run; a row per modality with every statistic's value per round."""
     import server.strategy as strategy
-    from server.inprocess import run_inprocess
+    from launcher.inprocess import run_inprocess
 
     config = run_config(dataset, seed, n_anchors)
     data = scenario_dataset(config)

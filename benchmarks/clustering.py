@@ -1,7 +1,7 @@
 """Clustering quality on the real data sets (the paper's Table 2), honestly.
 
 Every run goes through the federated ServerApp / ClientApp via the in-process engine
-(``server.inprocess``, the same strategy and client step functions as Flower's simulation),
+(``launcher.inprocess``, the same strategy and client step functions as Flower's simulation),
 with each scenario file's frozen settings; scores are the final round's, never a round picked
 by looking at labels. ``raw-kmeans`` is the anchor: k-means on each agent's normalised view.
 
@@ -89,7 +89,7 @@ def federated_row(dataset: str, method: str, aligned: bool, seed: int, rounds: i
                   runs_dir: Path, settings: dict[str, str] | None = None) -> dict[str, Any]:
     """One run of the scenario's federated training (the method's overrides, then ``settings``);
     the final round's scores."""
-    from server.inprocess import run_inprocess
+    from launcher.inprocess import run_inprocess
 
     overrides = {**METHODS[method], **(settings or {}), "aligned": str(aligned), "seed": str(seed),
                  "data-dir": data_dir}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from otm_fed.data import DATASET_FILES, resolve_data_dir
 from otm_fed.results import read_rounds
-from server.deploy import LocalFederation, flower_bin, toml_value
+from launcher.deploy import LocalFederation, flower_bin, toml_value
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from otm_fed.data import DATASET_FILES, resolve_data_dir
 from otm_fed.results import read_rounds, write_json
-from server.deploy import LocalFederation
+from launcher.deploy import LocalFederation
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOOR_APP = ROOT / "benchmarks" / "floor_app"

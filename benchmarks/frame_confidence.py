@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from otm_fed.alignment import pair_plan  # noqa: E402
 from otm_fed.config import DEFAULTS  # noqa: E402
 from otm_fed.frames import align_frames  # noqa: E402
-from otm_fed.mixer import OTMixer, exact_ot_vertex, squared_distances, uniform  # noqa: E402
+from otm_fed.mixer import OTMixer  # noqa: E402
+from otm_fed.transport import exact_ot_vertex, squared_distances, uniform  # noqa: E402
 from otm_fed.results import write_json  # noqa: E402
 
 

@@ -44,7 +44,8 @@ import ot
 
 from otm_fed.config import DEFAULTS
 from otm_fed.frames import align_frames
-from otm_fed.mixer import barycenter_objective, fgw_barycenter, pairwise_distances, squared_distances
+from otm_fed.mixer import barycenter_objective, fgw_barycenter
+from otm_fed.transport import pairwise_distances, squared_distances
 from otm_fed.results import write_json
 
 ALPHA = 0.5

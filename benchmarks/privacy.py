@@ -17,7 +17,7 @@ import numpy as np
 
 from otm_fed.config import resolve_config
 from otm_fed.scenario import scenario_dataset
-from server.inprocess import run_inprocess
+from launcher.inprocess import run_inprocess
 
 
 def main() -> None:

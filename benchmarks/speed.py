@@ -75,8 +75,8 @@ def child(scenario: str, engine: str, rounds: int, data_dir: str, actors: int, o
     from clients.client_app import app
     from otm_fed.config import resolve_config
     from otm_fed.scenario import scenario_dataset
-    from server.inprocess import run_inprocess
-    from server.simulation import run_simulation
+    from launcher.inprocess import run_inprocess
+    from launcher.simulation import run_simulation
 
     config = resolve_config(scenario, {"rounds": str(rounds), "data-dir": data_dir})
     n_nodes = scenario_dataset(config).n_views

@@ -36,7 +36,7 @@ from otm_fed.config import resolve_config  # noqa: E402
 from otm_fed.results import SUMMARY_FILE, write_json  # noqa: E402
 from otm_fed.scenario import scenario_dataset  # noqa: E402
 from otm_fed.supervised import SCORE_OF_TASK  # noqa: E402
-from server.inprocess import run_inprocess  # noqa: E402
+from launcher.inprocess import run_inprocess  # noqa: E402
 
 NOISE_LEVELS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 METHODS = ("local-only", "otm")

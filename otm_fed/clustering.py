@@ -14,7 +14,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from otm_fed.mixer import mix, solve_fgw_plan, uniform
+from otm_fed.mixer import mix
+from otm_fed.transport import solve_fgw_plan, uniform
 
 
 def gaussian_kernel(codes: torch.Tensor, bandwidth: float | None = None) -> torch.Tensor:

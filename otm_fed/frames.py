@@ -45,7 +45,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from otm_fed.mixer import exact_ot_vertex, pairwise_distances, solve_fgw_plan, squared_distances, uniform
+from otm_fed.transport import exact_ot_vertex, pairwise_distances, solve_fgw_plan, squared_distances, uniform
 
 PROCRUSTES_STEPS = 30
 PROCRUSTES_TOL = 1e-7

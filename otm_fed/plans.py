@@ -5,7 +5,7 @@ travels as the (row, column, value) triplets of its support plus its shape: O(N)
 instead of N_B x N_m. Decoding gives back the same float64 matrix bit for bit.
 
 ``project_to_modality`` (eq. 4) is what an agent does with its plan; it lives here, not in
-``otm_fed.mixer``, so that an agent never imports POT (about 5 s at every process start).
+``otm_fed.transport``, so that an agent never imports POT (about 5 s at every process start).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Flower side of the server: ServerApp, strategy, engines and deployment helpers."""
+"""The Flower ServerApp and its strategy (OTMStrategy), a thin adapter over otm_fed."""
 
 import os
 

@@ -12,7 +12,7 @@ from otm_fed.data import normalise_view
 from otm_fed.protocol import ANCHOR_CODES, LATENT_CODES, ProtocolError, codes_reply, read_codes_reply
 from otm_fed.results import read_rounds
 from otm_fed.scenario import anchor_ids, modality_data, read_anchor_file, scenario_dataset, view_normalisation
-from server.inprocess import run_inprocess
+from launcher.inprocess import run_inprocess
 from otm_fed_flwr.records import from_records, to_records
 from server.strategy import OTMStrategy
 
@@ -54,7 +54,7 @@ def test_anchor_counts_must_fit_the_data_and_the_run(tmp_path):
 
 
 def test_cli_refuses_more_anchors_than_samples_before_any_round(tmp_path, capsys):
-    from server.cli import main
+    from launcher.cli import main
 
     assert main(["simulate", "--engine", "inprocess", "--set", "anchors=601", "--out", str(tmp_path / "run")]) == 2
     assert "anchors = 601, but the data has only 600 samples" in capsys.readouterr().err

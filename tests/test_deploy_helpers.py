@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 from flwr.cli.supernode.register import try_load_public_key
 
-from server.deploy import make_certificates, make_node_key, node_config_text, write_federation
+from launcher.deploy import make_certificates, make_node_key, node_config_text, write_federation
 
 
 def test_server_certificate_is_signed_by_the_ca_for_the_given_hosts(tmp_path):
@@ -79,7 +79,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from clients.client_app import app
 from otm_fed.config import DEFAULTS
 from otm_fed.protocol import query_request, read_codes_reply, train_request
-from server.inprocess import FIRST_NODE_ID, InProcessGrid
+from launcher.inprocess import FIRST_NODE_ID, InProcessGrid
 from otm_fed_flwr.records import from_records, to_records
 
 TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID

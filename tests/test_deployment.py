@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from otm_fed.results import read_rounds
-from server.deploy import LocalFederation, alive, descendants
+from launcher.deploy import LocalFederation, alive, descendants
 
 pytestmark = pytest.mark.deployment
 

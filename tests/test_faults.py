@@ -17,7 +17,7 @@ from otm_fed.agent import privatise_codes
 from otm_fed.config import ConfigError, resolve_config
 from otm_fed.protocol import PLAN_VALUES, REFUSED
 from otm_fed.results import read_rounds
-from server.inprocess import run_inprocess
+from launcher.inprocess import run_inprocess
 from otm_fed_flwr.records import from_records, to_records
 from server.strategy import OTMStrategy
 
@@ -212,7 +212,7 @@ class ServerKilled(BaseException):
 
 
 def test_killed_and_resumed_run_ends_with_the_same_numbers(tmp_path):
-    from server.cli import main
+    from launcher.cli import main
 
     common = ["simulate", "--engine", "inprocess", "--rounds", "4", "--set", "eval-every=2", "--set",
               "synthetic-samples=240", "--set", "batch-size=64", "--set", "eta=0.1", "--set", "gate-window=2"]

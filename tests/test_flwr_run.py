@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from server.deploy import BIN_DIR, descendants, free_port
+from launcher.deploy import BIN_DIR, descendants, free_port
 
 pytestmark = pytest.mark.simulation
 

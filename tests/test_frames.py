@@ -202,7 +202,7 @@ def test_aligned_frames_put_plan_mass_on_same_class_samples_where_the_paper_mix_
     (On 2 of 5 seeds of the 30-round grid the label-free fit settles on a wrong cluster matching:
     docs/alignment.md.)"""
     from otm_fed.results import read_rounds
-    from server.inprocess import run_inprocess
+    from launcher.inprocess import run_inprocess
 
     class_mass = {}
     for align in ("procrustes", "none"):

@@ -6,19 +6,8 @@ import pytest
 import torch
 
 from otm_fed.clustering import clustering_loss, clustering_plan, gaussian_kernel, modality_gradients
-from otm_fed.mixer import (
-    OTMixer,
-    barycenter_objective,
-    exact_ot_plan,
-    fgw_barycenter,
-    fgw_distance,
-    fgw_objective,
-    mix,
-    pairwise_distances,
-    sample_masks,
-    solve_fgw_plan,
-    squared_distances,
-)
+from otm_fed.mixer import OTMixer, barycenter_objective, fgw_barycenter, fgw_distance, mix, sample_masks
+from otm_fed.transport import exact_ot_plan, fgw_objective, pairwise_distances, solve_fgw_plan, squared_distances
 from otm_fed.plans import SparsePlan, decode_plan, encode_plan, project_to_modality
 
 

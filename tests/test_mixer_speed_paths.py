@@ -5,18 +5,8 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from otm_fed.mixer import (
-    assignment_potentials,
-    barycentric_update,
-    fgw_barycenter,
-    pairwise_distances,
-    solve_assignment,
-    solve_fgw_plan,
-    sparse_difference,
-    squared_distances,
-    structure_product,
-    vertex_product,
-)
+from otm_fed.mixer import barycentric_update, fgw_barycenter
+from otm_fed.transport import assignment_potentials, pairwise_distances, solve_assignment, solve_fgw_plan, sparse_difference, squared_distances, structure_product, vertex_product
 
 
 def assignment_cost(cost: np.ndarray, cols: np.ndarray) -> float:

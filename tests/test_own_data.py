@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from otm_fed.data import make_synthetic
-from server.cli import main
+from launcher.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--engine", "inprocess", "--rounds", "2", "--set", "batch-size=32", "--set", "eval-every=2"]

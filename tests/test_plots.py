@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import main
+from launcher.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

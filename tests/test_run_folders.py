@@ -15,7 +15,7 @@ import pytest
 from otm_fed import results
 from otm_fed.config import resolve_config
 from otm_fed.results import new_run_dir, read_rounds, write_atomically
-from server.cli import main
+from launcher.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,12 +113,12 @@ def test_unwritable_out_is_one_line(tmp_path, capsys):
 
 
 def test_ctrl_c_is_one_line_with_the_resume_hint(tmp_path, monkeypatch, capsys):
-    import server.inprocess
+    import launcher.inprocess
 
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(server.inprocess, "run_inprocess", interrupted)
+    monkeypatch.setattr(launcher.inprocess, "run_inprocess", interrupted)
     assert simulate("--rounds", "2", "--out", str(tmp_path / "run")) == 130
     err = capsys.readouterr().err.strip()
     assert err == f"otm-fed: interrupted; continue it exactly with: otm-fed simulate --resume {tmp_path / 'run'}"
@@ -153,7 +153,7 @@ def test_ctrl_c_in_a_real_run_stops_at_once_with_its_files_whole(tmp_path, engin
     """SIGINT to the process group, as a terminal's Ctrl-C: one line, exit 130, no traceback, no
     wait (Flower's ServerApp thread would otherwise wait out round-timeout), consistent files."""
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "server.cli", "simulate", "--engine", engine, "--rounds", "500", "--out",
+    command = [sys.executable, "-m", "launcher.cli", "simulate", "--engine", engine, "--rounds", "500", "--out",
                str(run_dir), "--set", "synthetic-samples=120", "--set", "batch-size=32", "--no-plots"]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True,
@@ -170,7 +170,7 @@ def test_ctrl_c_in_a_real_run_stops_at_once_with_its_files_whole(tmp_path, engin
     assert err.strip().splitlines()[-1] == hint
     # No traceback through the CLI. Ray's and Flower's own shutdown may still print theirs (seen
     # once in nine runs on a loaded machine: the actors get the terminal's SIGINT too).
-    assert "server/cli.py" not in err and ("Traceback" not in err or engine == "simulation"), err
+    assert "launcher/cli.py" not in err and ("Traceback" not in err or engine == "simulation"), err
     rows = [row["round"] for row in read_rounds(run_dir)]
     assert rows == list(range(1, len(rows) + 1)) and results.rounds_done(run_dir) in (len(rows), len(rows) - 1)
 

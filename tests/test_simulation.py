@@ -9,8 +9,8 @@ import pytest
 
 from otm_fed.config import resolve_config
 from otm_fed.results import read_rounds
-from server.inprocess import run_inprocess
-from server.simulation import run_simulation
+from launcher.inprocess import run_inprocess
+from launcher.simulation import run_simulation
 from server.strategy import OTMStrategy
 
 pytestmark = pytest.mark.simulation
@@ -155,7 +155,7 @@ def test_inprocess_engine_gives_the_same_numbers_as_flower_simulation(synthetic_
 
 
 def test_ray_actors_share_the_cores():
-    from server.simulation import backend_config
+    from launcher.simulation import backend_config
 
     assert backend_config(2)["client_resources"]["num_cpus"] == 2  # default: one actor, every core
     assert backend_config(2, actors=2)["client_resources"]["num_cpus"] == 1  # two actors on two cores
@@ -166,7 +166,7 @@ def test_ray_actors_share_the_cores():
 def test_cli_refuses_more_actors_than_cores(capsys):
     import os
 
-    from server.cli import main
+    from launcher.cli import main
 
     assert main(["simulate", "--actors", str((os.cpu_count() or 1) + 1)]) == 2
     assert "--actors must be between 1 and" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from otm_fed.protocol import TrainInstruction
 from otm_fed.results import read_rounds
 from otm_fed.scenario import fold_test_targets, modality_data, scenario_dataset, scenario_targets
 from otm_fed.supervised import fold_indices, late_fusion, noisy_copies, parse_noise_levels, score
-from server.inprocess import run_inprocess
+from launcher.inprocess import run_inprocess
 from server.strategy import OTMStrategy
 
 LABELS = np.repeat(np.arange(3), [50, 30, 20])

@@ -103,7 +103,7 @@ def simulate(args: argparse.Namespace) -> int:
     check_fits(config, dataset)
     n_modalities = config["num-modalities"] or dataset.n_views
     if args.engine == "simulation":
-        from server.simulation import backend_config
+        from launcher.simulation import backend_config
 
         try:
             backend_config(actors=args.actors)  # the one check of --actors, before anything starts
@@ -117,11 +117,11 @@ def simulate(args: argparse.Namespace) -> int:
     print(f"otm-fed: scenario {config['scenario']} ({config['dataset']}, {n_modalities} modalities), "
           f"strategy {config['strategy']}, {config['rounds']} rounds -> {run_dir}", flush=True)
     if args.engine == "inprocess":
-        from server.inprocess import run_inprocess
+        from launcher.inprocess import run_inprocess
 
         run_dir = run_inprocess(config, n_modalities, run_dir)
     else:
-        from server.simulation import run_simulation
+        from launcher.simulation import run_simulation
 
         run_dir = run_simulation(config, n_modalities, run_dir, actors=args.actors)
     summary = read_summary(run_dir)
@@ -158,8 +158,8 @@ def written_files(run_dir: Path) -> list[str]:
 
 
 def deploy(args: argparse.Namespace) -> int:
-    """Deployment helpers (server.deploy): certificates, node keys, federation entry, local demo."""
-    from server import deploy as helpers
+    """Deployment helpers (launcher.deploy): certificates, node keys, federation entry, local demo."""
+    from launcher import deploy as helpers
 
     if args.action == "certs":
         certificates = helpers.make_certificates(args.out, args.host or ["127.0.0.1", "localhost"])
