@@ -92,14 +92,16 @@ def open_run_dir(run_dir: str | Path, resume: bool = False) -> Path:
     return run_dir
 
 
-def new_run_dir(config: Mapping[str, Any], root: str | Path = "runs") -> Path:
-    """A new, empty folder ``ROOT/SCENARIO-STRATEGY-YYYYmmdd-HHMMSS-microseconds``, created here
-    (with ``-1``, ``-2``, ... appended should another run have taken the name first): the one
-    definition of a default run folder."""
-    safe = functools.partial(re.sub, r"[^\w.-]+", "-")
+RUN_DIR_PATTERN = "runs/SCENARIO-STRATEGY-YYYYMMDD-HHMMSS-MICROSECONDS"
+"""The default run folder, relative to the current directory, as ``new_run_dir`` names it."""
+
+
+def new_folder(root: str | Path, prefix: str) -> Path:
+    """A new, empty folder ``ROOT/PREFIX-YYYYmmdd-HHMMSS-microseconds``, created here (with ``-1``,
+    ``-2``, ... appended should another process have taken the name first)."""
     now = time.time_ns()
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now // 1_000_000_000)) + f"-{now // 1000 % 1_000_000:06d}"
-    base = f"{safe(str(config['scenario']))}-{safe(str(config['strategy']))}-{stamp}"
+    base = f"{prefix}-{stamp}"
     for attempt in itertools.count():
         candidate = Path(root) / (base if attempt == 0 else f"{base}-{attempt}")
         try:
@@ -110,6 +112,13 @@ def new_run_dir(config: Mapping[str, Any], root: str | Path = "runs") -> Path:
             raise RunFolderError(f"cannot create the run folder {candidate}: {error.strerror}") from None
         return candidate
     raise AssertionError("unreachable")
+
+
+def new_run_dir(config: Mapping[str, Any], root: str | Path = "runs") -> Path:
+    """A new, empty run folder ``ROOT/SCENARIO-STRATEGY-YYYYmmdd-HHMMSS-microseconds``
+    (``RUN_DIR_PATTERN``): the one definition of a default run folder."""
+    safe = functools.partial(re.sub, r"[^\w.-]+", "-")
+    return new_folder(root, f"{safe(str(config['scenario']))}-{safe(str(config['strategy']))}")
 
 
 @functools.lru_cache(maxsize=8)
