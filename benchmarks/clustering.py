@@ -58,7 +58,6 @@ METHODS: dict[str, dict[str, str] | None] = {
     "otm-gw": {"strategy": "otm", "alpha": "0.0", **PAPER},
     **{f"otm-anchors-{k}": {"strategy": "otm", "anchors": str(k)} for k in (5, 10, 25, 50)},
     # The anchor gate of two statistics (docs/alignment.md, "The two-statistic anchor gate").
-    "otm-anchors-10-retrieval-partition": {"strategy": "otm", "anchors": "10", "anchor-gate": "retrieval-partition"},
 }
 SETTINGS = {"unaligned": False, "aligned": True}
 QUICK_ROUNDS = 10
@@ -290,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", help="where run folders go (default runs/clustering-TIME)")
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a config override for every run (repeatable), e.g. structure-weight=3")
+                        help="a config override for every run (repeatable), e.g. neighbour-weight=1")
     parser.add_argument("--table", metavar="JSON[,JSON...]",
                         help="only print the tables (rows and goals) of rows written earlier; a later file's "
                              "run of the same data set, method, setting and seed replaces an earlier one's")

@@ -37,21 +37,15 @@ from otm_fed.results import write_json  # noqa: E402
 from otm_fed.scenario import modality_data, scenario_dataset  # noqa: E402
 
 DATASETS = ("synthetic", "orl", "movies", "prokaryotic", "handwritten")
-# The studies that chose the defaults (docs/local-training.md): the paper's WAE, then each change
-# (session 5, before the structure term existed: hence structure-weight 0, whatever the default),
-# then the structure term's weight (session 7; "no-structure" is the default, whose structure term
-# is off since weight 3 was refuted on held-out seeds).
-NO_STRUCTURE = {"structure-weight": "0"}
+# The variants that chose the defaults (docs/findings/local-training.md): the paper's WAE, then each
+# change in turn, then the default; then two refuted ones, more neighbours and the graph found again
+# from the codes. The kernel's degrees of freedom and the structure term were measured as keys of
+# commit d78650e (neighbour-dof, structure-weight), refuted and removed.
 VARIANTS: dict[str, dict[str, str]] = {
-    "paper-wae": {"reconstruction": "squared", "neighbour-weight": "0", "epochs": "0", **NO_STRUCTURE},
-    "cosine": {"neighbour-weight": "0", "epochs": "0", **NO_STRUCTURE},
-    **{f"neighbour-{w}": {"neighbour-weight": w, "epochs": "0", **NO_STRUCTURE} for w in ("0.03", "0.1", "0.3", "1")},
-    **{f"neighbour-dof-{nu}": {"neighbour-dof": nu, **NO_STRUCTURE} for nu in ("5", "inf")},
-    "no-structure": NO_STRUCTURE,
-    **{f"structure-{w}": {"structure-weight": w} for w in ("1", "3", "10")},
-    "structure-only-3": {"structure-weight": "3", "neighbour-weight": "0"},
+    "paper-wae": {"reconstruction": "squared", "neighbour-weight": "0", "epochs": "0"},
+    "cosine": {"neighbour-weight": "0", "epochs": "0"},
+    **{f"neighbour-{w}": {"neighbour-weight": w, "epochs": "0"} for w in ("0.03", "0.1", "0.3", "1")},
     "default": {},
-    # Session 10 (refuted, docs/local-training.md): more neighbours; the graph found again from the codes.
     **{f"k{k}": {"neighbours": k} for k in ("20", "40")},
     "refresh-half": {"neighbour-refresh": "0.5"},
 }

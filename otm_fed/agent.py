@@ -95,12 +95,11 @@ class ModalityAgent:
         self.data = data
         self.config = config
         error = reconstruction_error(config, modality)
-        # The neighbour and structure terms are the unsupervised regularisers, weighted on the view's
+        # The neighbour term is the unsupervised regulariser, weighted on the view's
         # scale; in supervised mode eq. 8 takes their place.
         scale = null_reconstruction_error(data.train, error) if config["task"] == "clustering" else 0.0
         self.weights = LossWeights(config["beta"], config["eta"], config["mmd-weight"], config["decode-mix"],
-                                   config["neighbour-weight"] * scale, error, config["neighbour-dof"],
-                                   config["structure-weight"] * scale)
+                                   config["neighbour-weight"] * scale, error)
         self.neighbours: np.ndarray | None = None  # k-NN ids of the training rows, found at the first step
         with torch.random.fork_rng():
             torch.manual_seed(initial_weights_seed(config, modality, data.train.shape[1]))

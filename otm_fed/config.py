@@ -9,6 +9,7 @@ TOML table of some of these keys; ``resolve_config`` lays defaults, then the sce
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,101 +19,147 @@ from otm_fed.supervised import LOSSES, TASKS, parse_noise_levels
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 
-DEFAULTS: dict[str, Any] = {
-    "scenario": "synthetic",
-    "dataset": "synthetic",
-    "data-dir": "",
-    "aligned": False,
-    "normalisation": "zscore",
-    "synthetic-samples": 600,
-    "synthetic-clusters": 6,
-    "synthetic-dims": "40,30,20",
-    "synthetic-weak-view": 2,
-    "num-modalities": 0,
-    "n-clusters": 0,
-    "strategy": "otm",
-    "rounds": 30,
-    "batch-size": 128,
-    "local-steps": 5,
-    "lr": 0.001,
-    "latent-dim": 16,
-    "hidden-dim": 128,
-    "barycenter-size": 0,
-    "alpha": 0.5,
-    "mask": "binary",
-    "max-outer": 5,
-    "beta": 1.0,
-    "eta": 0.0,
-    "mmd-weight": 0.0,
-    "decode-mix": False,
-    "eval-every": 5,
-    "kmeans-init": 10,
-    "fused-eval": True,
-    "seed": 0,
-    "out-dir": "",
-    "round-timeout": 600.0,
-    "min-modalities": 2,
-    "piggyback": True,
-    "latent-clip": 0.0,
-    "latent-noise-multiplier": 0.0,
-    "resume": False,
-    "task": "clustering",
-    "fold": 0,
-    "n-folds": 5,
-    "supervised-weight": 1.0,
-    "loss": "ce",
-    "noise-levels": "0.0",
-    "shared-init": False,
-    "align": "procrustes",
-    "align-starts": 10,
-    "align-refresh": 10,
-    # The gate (docs/alignment.md): chosen once on never-mixed codes, the final local-only codes of
-    # seeds 2-3 of the five shared sets; pairs whose plans were at chance read at most 0.21, the
-    # aligned pairs 0.19-0.53 (median 0.30).
-    "gate-threshold": 0.25,
-    "gate-window": 10,
-    "anchors": 0,
-    # With anchors the gate reads their correspondence instead (``anchor_confidence``), chosen once
-    # on never-mixed codes of seeds 0-3 (K = 10, docs/alignment.md): along the runs, the modalities
-    # whose anchored plans are at chance read at most 0.45 (Movies) and 0.03 (Prokaryotic), the
-    # synthetic weak view, whose anchored plans are right, 0.22-0.67 depending on the draw.
-    "anchor-gate-threshold": 0.5,
-    # ``anchor-gate = retrieval-partition`` reads two statistics instead, each with its threshold,
-    # chosen on never-mixed codes of seeds 0-3 (K = 10, session 10, docs/alignment.md): held-out
-    # anchors landing on their partners (midway between Prokaryotic's best 0.14 and the weak
-    # view's worst 0.49) and the plan carrying clusters onto clusters (midway between Movies'
-    # best 0.49 and the weak view's worst 0.56).
-    "anchor-gate": "fit",
-    "anchor-retrieval-threshold": 0.3,
-    "anchor-partition-threshold": 0.52,
-    # Local training (issue 12), chosen once on seeds 0-1 of the five shared sets with one agent
-    # trained alone per view (docs/local-training.md): cosine error for l2/tf-idf views, the
-    # neighbour term at 0.3 of the view's null reconstruction error, k = N / 2C capped at 10,
-    # and at least 100 passes over each agent's own rows. The structure term stays off: weight 3
-    # looked best on seeds 0-1 and was refuted on held-out seeds 7-11 (docs/local-training.md).
-    "reconstruction": "auto",
-    "neighbour-weight": 0.3,
-    "neighbours": 0,
-    "epochs": 100,
-    "neighbour-dof": 1.0,
-    "structure-weight": 0.0,
-}
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: its default, what it is for, and what it may be (``choices``, or a
+    ``minimum`` for numbers; ``allowed`` states any other rule in words, checked in
+    ``validate_config``)."""
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "mask": ("binary", "dirichlet", "none"),
-    "align": ("procrustes", "none"),
-    "anchor-gate": ("fit", "retrieval-partition"),
-    "reconstruction": ("auto", "squared", "cosine"),
-    "task": TASKS,
-    "loss": tuple(loss for losses in LOSSES.values() for loss in losses),
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    allowed: str = ""
+
+    def allowed_values(self) -> str:
+        """The allowed values in words, as ``otm-fed keys`` prints them."""
+        if self.allowed:
+            return self.allowed
+        if self.choices:
+            return " | ".join(self.choices)
+        if isinstance(self.default, bool):
+            return "true | false"
+        if self.minimum is not None:
+            return f">= {self.minimum:g}" + (" (integer)" if isinstance(self.default, int) else "")
+        return TYPE_NAMES[type(self.default)]
+
+
+# Every key of a run, in the order ``otm-fed keys`` prints them. Findings behind the chosen
+# defaults: docs/findings/.
+KEYS: dict[str, Key] = {
+    # The data
+    "scenario": Key("synthetic", "scenario name (scenarios/NAME.toml) or a .toml path; recorded in the run",
+                    allowed="a scenario name or a .toml path"),
+    "dataset": Key("synthetic", "data: synthetic, a shared data set's name (orl, movies, prokaryotic, handwritten), "
+                   "or a .mat/.npz file", allowed="synthetic, a data set name, or a file path"),
+    "data-dir": Key("", "folder of the data files (empty: $OTM_FED_DATA_DIR, else ../shared/data, else ./data)",
+                    allowed="a folder path"),
+    "aligned": Key(False, "every batch holds the same samples in every modality (false: each agent permutes and "
+                   "draws its own rows, the unaligned setting)"),
+    "normalisation": Key("zscore", "per-agent normalisation of its view, one for all or a comma list, one per view",
+                         allowed=f"{' | '.join(NORMALISATIONS)}, or a comma list"),
+    "synthetic-samples": Key(600, "synthetic data: number of samples", minimum=1),
+    "synthetic-clusters": Key(6, "synthetic data: number of clusters in the hidden space", minimum=1),
+    "synthetic-dims": Key("40,30,20", "synthetic data: features of each modality, a comma list (one modality each)",
+                          allowed="a comma list of positive integers"),
+    "synthetic-weak-view": Key(2, "synthetic data: the modality rendered with more noise (the weak view)", minimum=0),
+    "num-modalities": Key(0, "use the first N views of the data (0: all)", minimum=0),
+    "n-clusters": Key(0, "clusters for k-means evaluation and the eq. 7 regulariser (0: the number of labels)",
+                      minimum=0),
+    # The federation
+    "strategy": Key("otm", "the server's strategy: otm, local-only (no mixing), or your own 'package.module:Class'",
+                    allowed="otm | local-only | package.module:Class"),
+    "rounds": Key(30, "federated rounds", minimum=1),
+    "batch-size": Key(128, "rows per agent per round (the batch it encodes and sends)", minimum=1),
+    "local-steps": Key(5, "optimiser steps per round on the batch with the mix (then steps on fresh batches up to "
+                       "'epochs')", minimum=1),
+    "lr": Key(0.001, "Adam learning rate", allowed="> 0"),
+    "latent-dim": Key(16, "latent width d of every WAE", minimum=1),
+    "hidden-dim": Key(128, "hidden width of every WAE's encoder and decoder", minimum=1),
+    "seed": Key(0, "seed of every random draw in the run (data, splits, batches, weights, masks)"),
+    "round-timeout": Key(600.0, "seconds the server waits for the replies of a round", allowed="> 0"),
+    "min-modalities": Key(2, "replies a round needs to go on (fewer: the round is skipped)", minimum=1),
+    "piggyback": Key(True, "each TRAIN reply also carries the next round's codes (one exchange a round "
+                     "instead of two)"),
+    "eval-every": Key(5, "evaluate every N rounds (and always at the last)", minimum=1),
+    "kmeans-init": Key(10, "k-means restarts when scoring an agent's codes", minimum=1),
+    "fused-eval": Key(True, "simulation only: also score the concatenated aligned codes (needs labels of every "
+                      "modality on the server's side, so never in deployment)"),
+    "out-dir": Key("", "run folder (empty: a new runs/SCENARIO-STRATEGY-TIME folder)", allowed="a folder path"),
+    "resume": Key(False, "continue the run in out-dir from its last completed round (set by --resume)"),
+    # The mixer (paper eq. 1-7)
+    "barycenter-size": Key(0, "rows N_B of the barycenter Z_B (0: the batch size)", minimum=0),
+    "alpha": Key(0.5, "weight of the Wasserstein (feature) term against the GW (structure) term, eq. 2",
+                 allowed="0 to 1"),
+    "mask": Key("binary", "random masks M_m of eq. 3", choices=("binary", "dirichlet", "none")),
+    "max-outer": Key(5, "outer iterations of the barycenter solver (Algorithm 1)", minimum=0),
+    "beta": Key(1.0, "weight of the latent matching ||f_m(X_m) - Z~_m||^2, eq. 6", minimum=0),
+    "eta": Key(0.0, "weight of the server's regulariser gradient G_m, eq. 7 (0: off; > 0 loads torch on the "
+               "server)", minimum=0),
+    "mmd-weight": Key(0.0, "weight of the WAE-MMD prior penalty on the codes (Tolstikhin et al.)", minimum=0),
+    "decode-mix": Key(False, "also reconstruct X_m from the decoded mix g_m(Z~_m), as the paper's public code does"),
+    # Frame alignment and the gate (docs/findings/alignment-and-gate.md)
+    "align": Key("procrustes", "map every modality's codes into one common frame before mixing (none: the paper's "
+                 "OTM, codes as they come)", choices=("procrustes", "none")),
+    "align-starts": Key(10, "Gromov-Wasserstein starts searched for a new frame", minimum=1),
+    "align-refresh": Key(10, "search fresh frame starts every N rounds (else refine last round's)", minimum=1),
+    "gate-threshold": Key(0.25, "a modality mixes once its mean label-free confidence over gate-window rounds "
+                          "reaches this (0: every modality mixes from round 1)", minimum=0),
+    "gate-window": Key(10, "rounds averaged by the gate", minimum=1),
+    # Anchors (docs/findings/anchors.md)
+    "anchors": Key(0, "K samples held by every agent whose codes fit the frames and gate the mix (0: none; they "
+                   "reveal that those K samples are held everywhere)", minimum=0),
+    "anchor-gate-threshold": Key(0.5, "with anchors: a modality mixes once its anchors' mean correspondence over "
+                                 "gate-window rounds reaches this", minimum=0),
+    # Local training (docs/findings/local-training.md)
+    "reconstruction": Key("auto", "reconstruction error: auto (cosine for l2/tfidf views, squared otherwise), "
+                          "squared, cosine", choices=("auto", "squared", "cosine")),
+    "neighbour-weight": Key(0.3, "weight of the neighbour term, relative to the view's null reconstruction error "
+                            "(0: off)", minimum=0),
+    "neighbours": Key(0, "k of the neighbour term's k-NN graph (0: N / 2C, between 1 and 10)", minimum=0),
+    "epochs": Key(100, "at least this many passes over each agent's rows in the run (extra local steps a round)",
+                  minimum=0),
+    "shared-init": Key(False, "agents whose views have the same width start from the same encoder weights"),
+    # Supervised mode (paper eq. 8)
+    "task": Key("clustering", "what each agent learns: clustering (unsupervised), classification, regression",
+                choices=TASKS),
+    "fold": Key(0, "supervised: the test fold", minimum=0),
+    "n-folds": Key(5, "supervised: folds of the data", minimum=2),
+    "supervised-weight": Key(1.0, "supervised: weight of L_sup, eq. 8", minimum=0),
+    "loss": Key("ce", "supervised loss: ce (classification), mae or mse (regression)",
+                choices=tuple(loss for losses in LOSSES.values() for loss in losses)),
+    "noise-levels": Key("0.0", "supervised: noise levels r of the test inputs, a comma list (noise energy / data "
+                        "energy)", allowed="a comma list of numbers >= 0"),
+    # Privacy
+    "latent-clip": Key(0.0, "clip each code row to this L2 norm before it leaves an agent (0: off)", minimum=0),
+    "latent-noise-multiplier": Key(0.0, "Gaussian noise of std multiplier x latent-clip on each code row before "
+                                   "it leaves an agent (needs latent-clip)", minimum=0),
 }
+DEFAULTS: dict[str, Any] = {name: key.default for name, key in KEYS.items()}
+CHOICES: dict[str, tuple[str, ...]] = {name: key.choices for name, key in KEYS.items() if key.choices}
 BUILTIN_STRATEGIES = ("otm", "local-only")
-POSITIVE_INTS = ("rounds", "batch-size", "local-steps", "latent-dim", "hidden-dim", "eval-every",
-                 "kmeans-init", "synthetic-samples", "synthetic-clusters", "min-modalities", "align-starts", "align-refresh",
-                 "gate-window")
-NON_NEGATIVE = ("num-modalities", "n-clusters", "barycenter-size", "max-outer", "beta", "eta", "mmd-weight", "synthetic-weak-view",
-                "latent-clip", "latent-noise-multiplier", "fold", "supervised-weight", "gate-threshold",
-                "anchor-gate-threshold", "anchor-retrieval-threshold", "anchor-partition-threshold", "anchors", "neighbour-weight", "neighbours", "epochs", "structure-weight")
+
+
+def format_keys() -> str:
+    """Every key with its default, allowed values and description: what ``otm-fed keys`` prints."""
+    def shown(value: Any) -> str:
+        return str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else str(value)
+
+    width = max(map(len, KEYS))
+    lines = []
+    for name, key in KEYS.items():
+        lines.append(f"{name:<{width}}  {shown(key.default)}  [{key.allowed_values()}]")
+        lines.append(f"{'':<{width}}  {key.help}")
+    return "\n".join(lines)
+
+
+def unknown_key_message(key: str) -> str:
+    """The error for a key that is not a run key, naming the nearest valid one."""
+    from difflib import get_close_matches
+
+    nearest = get_close_matches(key, KEYS, n=1, cutoff=0.6)
+    hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
+    return f"unknown key {key!r}{hint} (otm-fed keys lists every key)"
 
 
 class ConfigError(ValueError):
@@ -179,7 +226,7 @@ def resolve_config(scenario: str | None = None, overrides: Mapping[str, Any] | N
     for layer in layers:
         for key, value in layer.items():
             if key not in DEFAULTS:
-                raise ConfigError(f"unknown key {key!r}; valid keys: {', '.join(sorted(DEFAULTS))}")
+                raise ConfigError(unknown_key_message(key))
             config[key] = parse_value(key, value, DEFAULTS[key]) if isinstance(value, str) and not isinstance(
                 DEFAULTS[key], str) else value
     return validate_config(config)
@@ -200,44 +247,28 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     if strategy not in BUILTIN_STRATEGIES and ":" not in strategy:
         raise ConfigError(f"strategy must be one of {BUILTIN_STRATEGIES} or an import path "
                           f"'package.module:Class', got {strategy!r}")
-    for key in POSITIVE_INTS:
-        if config[key] < 1:
-            raise ConfigError(f"{key} must be at least 1, got {config[key]}")
-    for key in NON_NEGATIVE:
-        if config[key] < 0:
-            raise ConfigError(f"{key} must be non-negative, got {config[key]}")
+    for name, key in KEYS.items():
+        if key.minimum is not None and config[name] < key.minimum:
+            raise ConfigError(f"{name} must be at least {key.minimum:g}, got {config[name]}")
     if not 0.0 <= config["alpha"] <= 1.0:
         raise ConfigError(f"alpha must lie in [0, 1], got {config['alpha']}")
-    if config["neighbour-dof"] <= 0:
-        raise ConfigError(f"neighbour-dof must be positive (inf for the Gaussian kernel), got {config['neighbour-dof']}")
     if config["lr"] <= 0:
         raise ConfigError(f"lr must be positive, got {config['lr']}")
     if config["round-timeout"] <= 0:
         raise ConfigError(f"round-timeout must be positive, got {config['round-timeout']}")
     if config["latent-noise-multiplier"] and not config["latent-clip"]:
         raise ConfigError("latent-noise-multiplier needs latent-clip > 0: the noise scale is multiplier x clip")
-    if config["anchor-gate"] == "retrieval-partition" and config["anchors"] < 3:
-        raise ConfigError(f"anchor-gate = retrieval-partition reads the anchors: it needs anchors >= 3 (each anchor is "
-                          f"held out and placed by a fit on the others), got anchors = {config['anchors']}")
     validate_supervised(config)
     validate_normalisation(config)
     return config
 
 
 def gate_thresholds(config: Mapping[str, Any]) -> dict[str, float]:
-    """What a modality's gate must reach, per statistic it reads (``FrameAlignment.readings``):
-    without anchors its ``confidence`` reaches ``gate-threshold``; with anchors and ``anchor-gate
-    = fit`` the anchors' correspondence reaches ``anchor-gate-threshold``; with ``anchor-gate =
-    retrieval-partition`` both ``retrieval`` and ``partition-agreement`` reach their thresholds.
-    Empty when the gate is off (every threshold 0): then every modality mixes."""
-    if not config["anchors"]:
-        thresholds = {"confidence": config["gate-threshold"]}
-    elif config["anchor-gate"] == "fit":
-        thresholds = {"confidence": config["anchor-gate-threshold"]}
-    else:
-        thresholds = {"retrieval": config["anchor-retrieval-threshold"],
-                      "partition-agreement": config["anchor-partition-threshold"]}
-    return thresholds if any(thresholds.values()) else {}
+    """What a modality's gate must reach, per statistic it reads (``FrameAlignment.readings``): its
+    ``confidence`` reaches ``gate-threshold``, or with anchors ``anchor-gate-threshold`` (the
+    anchors' correspondence). Empty when that threshold is 0: then every modality mixes."""
+    threshold = config["anchor-gate-threshold"] if config["anchors"] else config["gate-threshold"]
+    return {"confidence": threshold} if threshold else {}
 
 
 def validate_normalisation(config: Mapping[str, Any]) -> None:
@@ -251,8 +282,6 @@ def validate_normalisation(config: Mapping[str, Any]) -> None:
 
 def validate_supervised(config: Mapping[str, Any]) -> None:
     """Folds, the loss matching the task, regression's synthetic target, noise levels."""
-    if config["n-folds"] < 2:
-        raise ConfigError(f"n-folds must be at least 2, got {config['n-folds']}")
     if config["fold"] >= config["n-folds"]:
         raise ConfigError(f"fold must lie in 0..{config['n-folds'] - 1}, got {config['fold']}")
     task = config["task"]

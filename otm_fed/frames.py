@@ -32,10 +32,7 @@ Anchors (optional): K samples held by every agent, whose codes arrive in one sha
 rows correspond, so orthogonal Procrustes on them gives Q_m in closed form; the batch refines it.
 They also show correspondence itself, which the batches cannot: with anchors the gate reads
 ``anchor_confidence``, how much better the anchors fit one another in their true pairing than in
-random pairings (a permutation test of Procrustes fit, Jackson's PROTEST). With ``anchor-gate =
-retrieval-partition`` it reads two statistics instead (``anchor_rule_readings``): whether held-out
-anchors land on their partners, and whether the plan in the common frame carries one modality's
-own clusters onto the other's; a modality opens when both reach their thresholds.
+random pairings (a permutation test of Procrustes fit, Jackson's PROTEST).
 """
 
 from __future__ import annotations
@@ -52,7 +49,6 @@ PROCRUSTES_TOL = 1e-7
 GW_STEPS = 100
 SEARCH_ROWS = 128  # rows per batch on which fresh GW starts are searched (``searched_rotation``)
 ANCHOR_PERMUTATIONS = 100  # random pairings of the anchors in ``anchor_confidence``'s null
-PARTITION_PERMUTATIONS = 10  # random pairings in ``partition_agreement``'s null
 
 
 @dataclass(frozen=True)
@@ -174,71 +170,6 @@ def anchor_rotation(x_anchors: np.ndarray, y_anchors: np.ndarray) -> np.ndarray:
     return procrustes_rotation(x_anchors, y_anchors, (np.arange(k), np.arange(k), np.full(k, 1.0 / k)))
 
 
-def principal_projection(batch: np.ndarray, rows: np.ndarray, p: int) -> np.ndarray:
-    """``rows`` centred on ``batch``'s mean and projected onto its top ``p`` principal axes."""
-    centre = batch.mean(0)
-    _, _, axes = np.linalg.svd(batch - centre, full_matrices=False)
-    return (rows - centre) @ axes[:p].T
-
-
-def anchor_retrieval(a_m: np.ndarray, a_r: np.ndarray) -> float:
-    """1 - (mean_i rank_i - 1) / ((K - 1) / 2): anchor i of m mapped by the scaled Procrustes fit on
-    the other K - 1 anchors, rank_i the rank of its own partner among r's K anchors by distance. 1 when
-    every held-out anchor lands nearest its partner, near 0 when the pairing is arbitrary (a rank
-    uniform on 1..K; slightly below, about -0.1 for 10 anchors in 5 dimensions, since a fit without
-    the held-out anchor maps it worse than chance would place it). A count of anchors that land on
-    their partner, so one extreme pair weighs only 1/K."""
-    k = len(a_m)
-    ranks = []
-    for i in range(k):
-        rest = np.delete(np.arange(k), i)
-        x, y = a_m[rest] - a_m[rest].mean(0), a_r[rest] - a_r[rest].mean(0)
-        rotation = anchor_rotation(x, y)
-        scale = float(np.trace(x.T @ y @ rotation.T)) / max(float((x ** 2).sum()), 1e-24)  # scaled Procrustes
-        mapped = scale * (a_m[i] - a_m[rest].mean(0)) @ rotation
-        distances = ((a_r - a_r[rest].mean(0) - mapped) ** 2).sum(1)
-        ranks.append(1 + int((distances < distances[i]).sum()))
-    return 1.0 - (np.mean(ranks) - 1.0) / ((k - 1) / 2.0)
-
-
-def own_partition(codes: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
-    """A modality's own seeded k-means partition of its batch (C clusters)."""
-    from sklearn.cluster import KMeans
-
-    return KMeans(n_clusters, n_init=4, random_state=seed).fit_predict(codes)
-
-
-def partition_agreement(common_m: np.ndarray, common_r: np.ndarray, own_m: np.ndarray, own_r: np.ndarray,
-                        rng: np.random.Generator) -> float:
-    """(NMI - NMI_null) / (1 - NMI_null) between each modality's own partition of its batch
-    (``own_partition``), read through the exact OT plan of the two batches in the common frame (a
-    pairing of rows for equal batch sizes; otherwise its support, unweighted); NMI_null the mean
-    over ``PARTITION_PERMUTATIONS`` random pairings. About 0 when the plan pairs rows whose own
-    clusters are unrelated, 1 when it pairs cluster with cluster."""
-    from sklearn.metrics import normalized_mutual_info_score
-
-    (rows, cols, _), _ = exact_ot_vertex(squared_distances(common_m, common_r), uniform(len(common_m)), uniform(len(common_r)))
-    paired = normalized_mutual_info_score(own_m[rows], own_r[cols])
-    null = np.mean([normalized_mutual_info_score(own_m[rows], own_r[rng.permutation(cols)])
-                    for _ in range(PARTITION_PERMUTATIONS)])
-    return (paired - null) / (1.0 - null) if null < 1 else 0.0
-
-
-def anchor_rule_readings(scaled_m: tuple[np.ndarray, np.ndarray], scaled_r: tuple[np.ndarray, np.ndarray],
-                         common_m: np.ndarray, common_r: np.ndarray, own_m: np.ndarray, own_r: np.ndarray,
-                         n_clusters: int, rng: np.random.Generator) -> dict[str, float]:
-    """``retrieval`` and ``partition-agreement`` of modality m against the reference r:
-    ``anchor_retrieval`` of the anchors in the top min(C - 1, K - 2, d) principal axes of each
-    batch (C clusters span at most C - 1 between-class directions, and K - 1 anchors must
-    determine the map), and ``partition_agreement`` of the batches in the common frame. ``scaled_*``: (batch, anchors),
-    centred and scaled as the frames do; ``common_*``: the batches in the common frame; ``own_*``:
-    each modality's own partition of its batch."""
-    (z_m, a_m), (z_r, a_r) = scaled_m, scaled_r
-    p = max(1, min(n_clusters - 1, len(a_r) - 2, z_r.shape[1]))
-    return {"retrieval": anchor_retrieval(principal_projection(z_m, a_m, p), principal_projection(z_r, a_r, p)),
-            "partition-agreement": partition_agreement(common_m, common_r, own_m, own_r, rng)}
-
-
 def procrustes_misfit(x: np.ndarray, y: np.ndarray) -> np.ndarray | float:
     """m^2 = min_{s, Q orthogonal} ||s x Q - y||^2 / ||y||^2 = 1 - ||x^T y||_*^2 / (||x||^2 ||y||^2)
     for centred x, y (rows in correspondence; ||.||_* the nuclear norm): 0 for a similar copy, 1
@@ -278,8 +209,7 @@ def anchor_confidence(x_anchors: np.ndarray, y_anchors: np.ndarray, rng: np.rand
 @dataclass
 class FrameAlignment:
     """Per modality: its map phi_m, its fit W(Q_m) to the reference and its confidence; per
-    modality but the reference, the statistics the gate may read, by name (``"confidence"``, and
-    those of ``anchor_rule_readings`` when they were asked for)."""
+    modality but the reference, the statistics the gate may read, by name (``"confidence"``)."""
 
     frames: dict[int, Frame]
     objectives: dict[int, float]
@@ -290,16 +220,15 @@ class FrameAlignment:
 
 def align_frames(codes: Mapping[int, np.ndarray], rotations: Mapping[int, np.ndarray], gw_starts: int,
                  rng: np.random.Generator, search: bool = False,
-                 anchors: Mapping[int, np.ndarray] | None = None, n_clusters: int = 0) -> FrameAlignment:
+                 anchors: Mapping[int, np.ndarray] | None = None) -> FrameAlignment:
     """phi_m for every modality in ``codes`` (modality id -> Z_m), into the frame of the lowest id
     present (the reference; its own Q is its stored rotation, else I), warm-started from
     ``rotations`` (last round's Q_m). A modality without a stored rotation, or every modality when
     ``search``, also gets ``gw_starts`` GW starts. With ``anchors`` (modality id -> the anchors'
     codes, rows in correspondence) Q_m starts from the Procrustes fit on the anchors alone, the
     batch only refining it, and the confidence is ``anchor_confidence`` (else
-    ``alignment_confidence``); with anchors and ``n_clusters`` (C > 0) every modality's readings
-    also hold ``anchor_rule_readings`` (each batch partitioned into C clusters). The reference's confidence is the largest of the others' (it has someone to learn
-    from if anyone aligns with it)."""
+    ``alignment_confidence``). The reference's confidence is the largest of the others' (it has
+    someone to learn from if anyone aligns with it)."""
     reference = min(codes)
     d = codes[reference].shape[1]
     standardised = {m: standardise(z) for m, z in codes.items()}
@@ -325,15 +254,6 @@ def align_frames(codes: Mapping[int, np.ndarray], rotations: Mapping[int, np.nda
         confidences[m] = (alignment_confidence(x, target, rotation, value, rng) if anchors is None
                           else anchor_confidence(anchors[m], anchors[reference], rng))
     readings = {m: {"confidence": c} for m, c in confidences.items()}
-    if anchors is not None and n_clusters:
-        seed = int(rng.integers(2**31))
-        common = {m: frames[m].to_common(z) for m, z in codes.items()}
-        partitions = {m: own_partition(z, n_clusters, seed) for m, z in common.items()}
-        r = reference
-        for m in readings:
-            readings[m].update(anchor_rule_readings(
-                (scaled(m, codes[m]), scaled(m, anchors[m])), (scaled(r, codes[r]), scaled(r, anchors[r])),
-                common[m], common[r], partitions[m], partitions[r], n_clusters, rng))
     confidences[reference] = max(confidences.values()) if confidences else 0.0
     return FrameAlignment(frames, objectives, dict(sorted(confidences.items())), reference, dict(sorted(readings.items())))
 

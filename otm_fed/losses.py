@@ -26,33 +26,16 @@ def cosine_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 RECONSTRUCTION_ERRORS = {"squared": squared_error, "cosine": cosine_error}
 
 
-def neighbour_embedding_loss(codes: torch.Tensor, neighbour_codes: torch.Tensor, dof: float = 1.0) -> torch.Tensor:
-    """Beyond the paper, a local clustering term: InfoNCE with a Student-t kernel of ``dof``
-    degrees of freedom nu, q(a, b) = (1 + ||a - b||^2 / nu)^(-(nu + 1) / 2) (nu = 1: the Cauchy
-    kernel of t-SNE / UMAP's contrastive form, Damrich et al. 2023; larger nu: lighter tails, which
-    split clusters less finely, Kobak et al. 2019; ``dof = inf``: the Gaussian exp(-||a - b||^2 / 2)),
+def neighbour_embedding_loss(codes: torch.Tensor, neighbour_codes: torch.Tensor) -> torch.Tensor:
+    """Beyond the paper, a local clustering term: InfoNCE with the Cauchy kernel
+    q(a, b) = 1 / (1 + ||a - b||^2) (t-SNE's kernel, UMAP's contrastive form, Damrich et al. 2023),
     row i's positive being a code of one of its k nearest neighbours in the agent's own input space
     and its negatives the other rows' neighbours:
     (1/N) sum_i -log q(z_i, z+_i) / sum_j q(z_i, z+_j). It keeps the input's neighbourhoods and
     pulls them into tight, separated groups, which k-means on the codes then finds."""
     squared = torch.cdist(codes, neighbour_codes).pow(2)
-    log_similarity = -squared / 2 if dof == float("inf") else -(dof + 1) / 2 * torch.log1p(squared / dof)
+    log_similarity = -torch.log1p(squared)
     return -(log_similarity.diagonal() - torch.logsumexp(log_similarity, 1)).mean()
-
-
-def structure_loss(x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """Beyond the paper, a term that keeps the view's geometry: eq. 2's Gromov-Wasserstein term
-    between the batch's input structure C_x = (||x_i - x_j||) and its code structure
-    C_z = (||z_i - z_j||) under the identity coupling T = I / N (row i is row i), each structure
-    divided by its mean so that the term is free of the view's and the codes' scale:
-    (1/N^2) sum_ij (C_z,ij / mean(C_z) - C_x,ij / mean(C_x))^2.
-    At 0 the codes are the input up to a similarity, so k-means finds the raw view's clusters."""
-    if len(x) < 2:
-        return codes.new_zeros(())
-    input_structure = torch.cdist(x, x)
-    code_structure = torch.cdist(codes, codes)
-    return (code_structure / code_structure.mean().clamp_min(1e-12)
-            - input_structure / input_structure.mean().clamp_min(1e-12)).pow(2).mean()
 
 
 def mmd_penalty(codes: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -76,8 +59,7 @@ def mmd_penalty(codes: torch.Tensor, generator: torch.Generator | None = None) -
 class LossWeights:
     """beta: latent matching to Z~_m (eq. 6); eta: server regulariser gradient (eq. 7);
     mmd: WAE-MMD penalty; decode_mix: also reconstruct X_m from g_m(Z~_m) (public code);
-    neighbour: the neighbour-embedding term; reconstruction: "squared" or "cosine" error;
-    structure: the input-structure term (``structure_loss``)."""
+    neighbour: the neighbour-embedding term; reconstruction: "squared" or "cosine" error."""
 
     beta: float = 1.0
     eta: float = 0.0
@@ -85,8 +67,6 @@ class LossWeights:
     decode_mix: bool = False
     neighbour: float = 0.0
     reconstruction: str = "squared"
-    neighbour_dof: float = 1.0
-    structure: float = 0.0
 
 
 def local_loss(x: torch.Tensor, codes: torch.Tensor, reconstruction: torch.Tensor,
@@ -95,7 +75,7 @@ def local_loss(x: torch.Tensor, codes: torch.Tensor, reconstruction: torch.Tenso
                generator: torch.Generator | None = None,
                neighbour_codes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """L_m = ||X_m - g_m(f_m(X_m))||^2 + beta ||f_m(X_m) - Z~_m||^2 + eta <G_m, f_m(X_m)>
-    (+ mmd, + ||X_m - g_m(Z~_m)||^2, + the neighbour term on ``neighbour_codes``, + the structure term); the
+    (+ mmd, + ||X_m - g_m(Z~_m)||^2, + the neighbour term on ``neighbour_codes``); the
     reconstruction error is squared or cosine (``weights.reconstruction``); returns every term and
     their sum under "total". Without a mix (local-only training) the mixing terms are absent."""
     error = RECONSTRUCTION_ERRORS[weights.reconstruction]
@@ -107,9 +87,7 @@ def local_loss(x: torch.Tensor, codes: torch.Tensor, reconstruction: torch.Tenso
     if server_gradient is not None and weights.eta:
         terms["server_regulariser"] = weights.eta * (server_gradient * codes).sum()
     if neighbour_codes is not None and weights.neighbour:
-        terms["neighbour"] = weights.neighbour * neighbour_embedding_loss(codes, neighbour_codes, weights.neighbour_dof)
-    if weights.structure:
-        terms["structure"] = weights.structure * structure_loss(x, codes)
+        terms["neighbour"] = weights.neighbour * neighbour_embedding_loss(codes, neighbour_codes)
     if weights.mmd:
         terms["mmd"] = weights.mmd * mmd_penalty(codes, generator)
     terms["total"] = sum(terms.values())

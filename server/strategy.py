@@ -124,9 +124,8 @@ class OTMStrategy(Strategy):
         rng = np.random.default_rng([self.config["seed"], server_round, 3])
         search = server_round % self.config["align-refresh"] == 0
         anchors = {m: self.anchor_codes[m].astype(np.float64) for m in codes} if self.config["anchors"] else None
-        rule = anchors is not None and self.config["anchor-gate"] == "retrieval-partition"
         alignment = align_frames({m: codes[m].astype(np.float64) for m in codes}, self.rotations,
-                                 self.config["align-starts"], rng, search, anchors, self.n_clusters if rule else 0)
+                                 self.config["align-starts"], rng, search, anchors)
         self.rotations.update({m: frame.rotation for m, frame in alignment.frames.items()})
         return alignment
 

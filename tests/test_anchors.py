@@ -134,28 +134,6 @@ def test_with_anchors_the_gate_reads_the_anchors_correspondence():
     assert strategy.gate.thresholds == {"confidence": 0.5}  # the anchor threshold, not gate-threshold's 0.25
 
 
-def test_the_retrieval_partition_gate_reads_both_statistics_of_the_frames_the_mix_uses():
-    """Clustered batches that are rotated copies: with their anchors in order both statistics
-    read 1; with the anchors shuffled the batches still align (partition agreement stays high,
-    why it cannot gate alone) but the held-out anchors no longer find their partners. The
-    strategy logs the readings and its gate reads the two statistics."""
-    rng = np.random.default_rng(6)
-    centres = 4 * rng.normal(size=(4, 5))
-    z0 = centres[np.arange(80) % 4] + rng.normal(size=(80, 5))
-    z1 = 3 * z0 @ ortho_group.rvs(5, random_state=6) + 2
-    ids = np.arange(10)
-    kept = align_frames({0: z0, 1: z1}, {}, 2, rng, anchors={0: z0[ids], 1: z1[ids]}, n_clusters=4)
-    shuffled = align_frames({0: z0, 1: z1}, {}, 2, rng, anchors={0: z0[ids], 1: z1[rng.permutation(ids)]}, n_clusters=4)
-    assert set(kept.readings) == {1} and set(kept.readings[1]) == {"confidence", "retrieval", "partition-agreement"}
-    assert kept.readings[1]["retrieval"] == pytest.approx(1.0) and kept.readings[1]["partition-agreement"] > 0.95
-    assert shuffled.readings[1]["retrieval"] < 0.3 and shuffled.readings[1]["partition-agreement"] > 0.7
-    plain = align_frames({0: z0, 1: z1}, {}, 2, rng, anchors={0: z0[ids], 1: z1[ids]})
-    assert plain.readings == {1: {"confidence": plain.confidences[1]}}  # no n_clusters: the fit statistic only
-    strategy = OTMStrategy(resolve_config("synthetic", {"anchors": "10", "anchor-gate": "retrieval-partition"}),
-                           n_modalities=3, n_clusters=6, progress=lambda line: None)
-    assert strategy.gate.thresholds == {"retrieval": 0.3, "partition-agreement": 0.52}
-
-
 def test_codes_reply_carries_exactly_the_run_s_anchors():
     codes, anchors = np.zeros((8, 4), np.float32), np.ones((3, 4), np.float32)
     payload = from_records(to_records(codes_reply(1, codes, anchors)))

@@ -22,8 +22,8 @@ def test_raw_kmeans_anchor_on_orl(data_dir):
 def test_federated_row_has_the_documented_fields(data_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(clustering.METHODS, "otm", {**clustering.METHODS["otm"], "batch-size": "64", "gate-threshold": "0",
                                                    "eval-every": "2"})
-    row = clustering.federated_row("orl", "otm", False, 1, 2, str(data_dir), tmp_path, {"structure-weight": "3"})
-    assert "structure-weight = 3.0" in (tmp_path / "orl-otm-unaligned-seed1" / "config.toml").read_text()
+    row = clustering.federated_row("orl", "otm", False, 1, 2, str(data_dir), tmp_path, {"neighbour-weight": "1"})
+    assert "neighbour-weight = 1.0" in (tmp_path / "orl-otm-unaligned-seed1" / "config.toml").read_text()
     assert {"dataset", "method", "aligned", "seed", "purity", "acc", "nmi", "ari", "purity_per_modality",
             "fused_purity"} <= set(row)
     assert row["rounds"] == 2 and row["seed"] == 1 and row["aligned"] is False
@@ -33,8 +33,8 @@ def test_federated_row_has_the_documented_fields(data_dir, tmp_path, monkeypatch
 
 def test_a_bad_override_for_every_run_is_refused_before_any_run(capsys):
     with pytest.raises(SystemExit):
-        clustering.main(["--datasets", "orl", "--methods", "local-only", "--set", "structure-weight=heavy"])
-    assert "--set: structure-weight must be a number" in capsys.readouterr().err
+        clustering.main(["--datasets", "orl", "--methods", "local-only", "--set", "neighbour-weight=heavy"])
+    assert "--set: neighbour-weight must be a number" in capsys.readouterr().err
 
 
 def test_a_later_run_of_the_same_seed_replaces_the_earlier_in_the_tables():
@@ -198,28 +198,6 @@ def test_headroom_ceiling_separates_informative_from_uninformative_views():
     assert headroom.local_only_acc(rows, "movies") is None
 
 
-def test_anchor_batch_gain_reads_a_rotated_copy_and_not_shared_cluster_structure():
-    import anchor_statistics
-    from scipy.stats import ortho_group
-
-    from otm_fed import frames
-
-    rng = np.random.default_rng(0)
-    centres = 3 * rng.normal(size=(4, 8))
-    x = centres[np.arange(128) % 4] + rng.normal(size=(128, 8))
-    rotation = ortho_group.rvs(8, random_state=1)
-    assert anchor_statistics.batch_gain(x, x @ rotation, x[:10], (x @ rotation)[:10], rng) > 0.99
-    # The same clusters, rows unrelated: the anchors' map is no better than a re-paired one.
-    z = (centres[rng.permutation(128) % 4] + rng.normal(size=(128, 8))) @ rotation
-    gains = [anchor_statistics.batch_gain(x, z, x[:10], z[:10], np.random.default_rng(s)) for s in range(5)]
-    assert max(abs(g) for g in gains) < 0.15
-    projected = frames.principal_projection(x, x[:10], 3)
-    assert projected.shape == (10, 3)
-    np.testing.assert_allclose(frames.principal_projection(x, x, 3).mean(0), 0.0, atol=1e-12)
-    assert anchor_statistics.largest_window_mean([0.0, 1.0, 0.5, 0.9, 0.1], 2) == pytest.approx(0.75)
-    assert anchor_statistics.largest_window_mean([0.2, 0.4], 10) == pytest.approx(0.3)  # a run shorter than the window
-
-
 def test_neighbour_graph_rows_score_the_graph_of_a_real_view(data_dir):
     import neighbour_graph
 
@@ -231,14 +209,9 @@ def test_neighbour_graph_rows_score_the_graph_of_a_real_view(data_dir):
     assert "| prokaryotic | 0 | 10 | 0.775 |" in neighbour_graph.table(rows)
 
 
-def test_the_new_benchmarks_refuse_bad_settings_before_any_run(capsys, tmp_path):
-    import anchor_statistics
+def test_the_studies_refuse_bad_settings_before_any_run(capsys):
     import neighbour_graph
 
-    with pytest.raises(SystemExit):
-        anchor_statistics.main(["--datasets", "synthetic", "--anchors", "601", "--runs-dir", str(tmp_path)])
-    assert "anchors = 601, but the data has only 600 samples" in capsys.readouterr().err
-    assert not list(tmp_path.iterdir())  # no run started
     with pytest.raises(SystemExit):
         neighbour_graph.main(["--datasets", "orl,nosuch"])
     assert "unknown scenario 'nosuch'" in capsys.readouterr().err
@@ -255,43 +228,14 @@ def test_the_new_benchmarks_refuse_bad_settings_before_any_run(capsys, tmp_path)
         local_training.parse_variants("mine=epochs5")
 
 
-def test_anchor_statistics_tables_read_the_largest_window_mean_per_run():
-    import anchor_statistics
-
-    def run(seed, level):
-        return {"dataset": "set", "seed": seed, "anchors": 10, "modality": 1,
-                **{name: [0.0] * 10 + [level] * 10 for name in anchor_statistics.STATISTICS}}
-
-    rows = [run(0, 0.2), run(1, 0.6)]
-    assert anchor_statistics.table(rows, 10).splitlines()[2:] == [
-        "| set | 0 | 1 |" + " 0.20 |" * 5, "| set | 1 | 1 |" + " 0.60 |" * 5]
-    assert anchor_statistics.range_table(rows, 10).splitlines()[2] == "| set | 1 | 2 |" + " 0.20 - 0.60 |" * 5
-    # A data set run on other seeds keeps its cells under its own seeds' columns.
-    other = {**run(7, 0.6), "dataset": "other"}
-    assert anchor_statistics.rule_table(rows + [other], 10).splitlines()[2:] == [
-        "| set | 1 | - | 19 |  |", "| other | 1 |  |  | 19 |"]  # 9 of 10 rounds at 0.6 reach 0.52
-
-
 def test_a_missing_rows_file_is_a_usage_error(capsys):
-    import anchor_statistics
     import local_training
     import neighbour_graph
 
-    for main in (anchor_statistics.main, neighbour_graph.main, local_training.main):
+    for main in (neighbour_graph.main, local_training.main):
         with pytest.raises(SystemExit):
             main(["--table", "no-such-rows.json"])
         assert "no such rows file: no-such-rows.json" in capsys.readouterr().err
-
-
-def test_candidate_rule_opens_only_when_both_window_means_reach_their_thresholds():
-    import anchor_statistics
-
-    rounds = 30
-    row = {"gate": [0.0] * rounds, "retrieval": [0.0] * 5 + [0.5] * 25,
-           "partition-agreement": [0.0] * 12 + [0.6] * 18}
-    # retrieval's 10-round mean reaches 0.3 at round 11, partition agreement's reaches 0.52 at round 21
-    assert anchor_statistics.first_open_round(row, 10) == 21
-    assert anchor_statistics.first_open_round({**row, "partition-agreement": [0.5] * rounds}, 10) is None
 
 
 def test_joint_matching_ranks_the_truth_first_on_shared_geometry_and_composes_matchings(tmp_path):

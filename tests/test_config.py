@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from otm_fed.config import DEFAULTS, SCENARIO_DIR, ConfigError, config_from_run_config, gate_thresholds, resolve_config
+from otm_fed.config import (DEFAULTS, KEYS, SCENARIO_DIR, ConfigError, config_from_run_config, format_keys, gate_thresholds,
+                            resolve_config)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,10 +66,23 @@ def test_with_anchors_the_gate_reads_its_own_thresholds():
     assert gate_thresholds(resolve_config("synthetic")) == {"confidence": DEFAULTS["gate-threshold"]}
     assert gate_thresholds(resolve_config("synthetic", {"anchors": "10"})) == {"confidence": DEFAULTS["anchor-gate-threshold"]}
     assert gate_thresholds(resolve_config("synthetic", {"anchors": "10", "anchor-gate-threshold": "0"})) == {}
-    rule = resolve_config("synthetic", {"anchors": "10", "anchor-gate": "retrieval-partition"})
-    assert gate_thresholds(rule) == {"retrieval": 0.3, "partition-agreement": 0.52}
-    with pytest.raises(ConfigError, match="anchor-gate"):
-        resolve_config("synthetic", {"anchor-gate": "protest"})
-    for anchors in ("0", "2"):  # without anchors the setting would be silently ignored; 2 leave one to fit on
-        with pytest.raises(ConfigError, match="it needs anchors >= 3"):
-            resolve_config("synthetic", {"anchors": anchors, "anchor-gate": "retrieval-partition"})
+    assert gate_thresholds(resolve_config("synthetic", {"gate-threshold": "0"})) == {}
+
+
+def test_every_key_has_a_description_and_allowed_values_that_keys_prints():
+    printed = format_keys()
+    for name, key in KEYS.items():
+        assert key.help.strip(), f"{name} has no description"
+        assert f"{name} " in printed and key.help in printed and key.allowed_values() in printed
+    assert KEYS["mask"].allowed_values() == "binary | dirichlet | none"
+    assert KEYS["rounds"].allowed_values() == ">= 1 (integer)"
+
+
+def test_an_unknown_key_names_the_nearest_valid_one():
+    with pytest.raises(ConfigError, match="unknown key 'gate-treshold'; did you mean 'gate-threshold'"):
+        resolve_config("synthetic", {"gate-treshold": "0.3"})
+    with pytest.raises(ConfigError, match="unknown key 'zzz' \\(otm-fed keys lists every key\\)"):
+        resolve_config("synthetic", {"zzz": "1"})
+    for removed in ("anchor-gate", "structure-weight", "neighbour-dof"):  # refuted experiments, not options
+        with pytest.raises(ConfigError, match=f"unknown key '{removed}'"):
+            resolve_config("synthetic", {removed: "1"})

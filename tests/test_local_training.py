@@ -11,7 +11,7 @@ from otm_fed.agent import (nearest_neighbours, neighbour_count, null_reconstruct
                            reconstruction_error)
 from otm_fed.config import resolve_config
 from otm_fed.data import normalise_view
-from otm_fed.losses import LossWeights, cosine_error, local_loss, neighbour_embedding_loss, structure_loss
+from otm_fed.losses import LossWeights, cosine_error, local_loss, neighbour_embedding_loss
 
 
 def test_cosine_error_value_and_gradient():
@@ -56,37 +56,6 @@ def test_neighbour_term_enters_the_local_loss_with_its_weight():
     terms = local_loss(x, codes, x, LossWeights(neighbour=2.0), neighbour_codes=positives)
     assert terms["neighbour"].item() == pytest.approx(2.0 * neighbour_embedding_loss(codes, positives).item())
     assert terms["total"].item() == pytest.approx(terms["neighbour"].item())
-
-
-def test_structure_loss_is_zero_for_a_similarity_and_counts_distorted_distances():
-    x = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
-    rotation = torch.tensor([[0.6, -0.8], [0.8, 0.6]])
-    assert structure_loss(x, 7.0 * x @ rotation + 2.0).item() == pytest.approx(0.0, abs=1e-6)
-    # distances 3, 4, 5 (mean over the 9 entries: 24 / 9) against codes on a line at 0, 1, 2
-    codes = torch.tensor([[0.0], [1.0], [2.0]])
-    input_part = torch.cdist(x, x) / (24 / 9)
-    code_part = torch.cdist(codes, codes) / (8 / 9)
-    assert structure_loss(x, codes).item() == pytest.approx((code_part - input_part).pow(2).mean().item())
-    # eq. 2's GW term at the identity coupling T = I / N, as POT computes it
-    import ot
-
-    weights = np.full(3, 1 / 3)
-    structures = [part.numpy().astype(np.float64) for part in (code_part, input_part)]
-    const, h_codes, h_input = ot.gromov.init_matrix(*structures, weights, weights, "square_loss")
-    gw = ot.gromov.gwloss(const, h_codes, h_input, np.eye(3) / 3)
-    assert structure_loss(x, codes).item() == pytest.approx(float(gw), rel=1e-5)
-
-
-def test_structure_loss_gradient_moves_codes_towards_the_input_geometry():
-    x = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0], [2.0, 2.0]], dtype=torch.float64)
-    codes = torch.tensor([[0.1, 0.0], [1.0, 0.2], [0.0, 3.0], [1.5, 1.0]], dtype=torch.float64,
-                         requires_grad=True)
-    assert torch.autograd.gradcheck(lambda z: structure_loss(x, z), (codes,))
-    before = structure_loss(x, codes)
-    before.backward()
-    assert structure_loss(x, codes.detach() - 0.01 * codes.grad).item() < before.item()
-    terms = local_loss(x, codes, x, LossWeights(structure=3.0))
-    assert terms["structure"].item() == pytest.approx(3.0 * before.item())
 
 
 def test_null_reconstruction_error_is_the_views_scale():
@@ -148,24 +117,10 @@ def test_own_steps_train_on_fresh_rows_and_keep_the_batch_sent_to_the_server():
     assert all(int(slots["step"]) == steps for slots in agent.optimiser.state_dict()["state"].values())
 
 
-def test_neighbour_kernel_tails():
-    codes = torch.tensor([[0.0], [0.0]])
-    positives = torch.tensor([[0.0], [2.0]])
-    # Gaussian: row 0 keeps 1 of 1 + e^-2, row 1 e^-2 of the same sum
-    gaussian = (math.log(1 + math.exp(-2)) - math.log(math.exp(-2) / (1 + math.exp(-2)))) / 2
-    assert neighbour_embedding_loss(codes, positives, float("inf")).item() == pytest.approx(gaussian)
-    assert neighbour_embedding_loss(codes, positives, 1e6).item() == pytest.approx(gaussian, rel=1e-4)
-    # nu = 3: q(0, 2) = (1 + 4/3)^-2
-    q = (1 + 4 / 3) ** -2
-    assert neighbour_embedding_loss(codes, positives, 3.0).item() == pytest.approx(
-        (math.log(1 + q) - math.log(q / (1 + q))) / 2)
-
-
 def test_bad_local_training_settings_are_refused():
     from otm_fed.config import ConfigError
 
-    for key, value in (("neighbour-dof", "0"), ("neighbour-weight", "-1"), ("epochs", "-5"), ("structure-weight", "-1"),
-                       ("reconstruction", "absolute")):
+    for key, value in (("neighbour-weight", "-1"), ("epochs", "-5"), ("reconstruction", "absolute")):
         with pytest.raises(ConfigError, match=key):
             resolve_config("synthetic", {key: value})
 
