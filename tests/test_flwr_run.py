@@ -1,4 +1,4 @@
-"""The README's ``flwr run .`` example, as written, for 2 rounds (issue 14, item 3): Flower unpacks
+"""The README's ``flwr run .`` example, as written, for 2 rounds: Flower unpacks
 the app into $FLWR_HOME/apps, so the data are found through the absolute data-dir; the local
 SuperLink runs the installed environment (no runtime dependency installation); the final table
 is streamed. The SuperLink it starts in the background is stopped by its PID afterwards."""

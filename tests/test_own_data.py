@@ -1,4 +1,4 @@
-"""Your own data (issue 14, item 6): ``--data FILE`` on the command line, file names found through
+"""Your own data: ``--data FILE`` on the command line, file names found through
 data-dir, the benchmark taking scenario files, and what the run folder records of the data."""
 
 import hashlib

@@ -1,5 +1,5 @@
-"""Run folders that never lose or mix results, and user errors that are one line (issue 14,
-items 1, 2, 4, 5): all on the in-process engine, through the command line."""
+"""Run folders that never lose or mix results, and user errors that are one line: all on the
+in-process engine, through the command line."""
 
 import json
 import os
