@@ -37,6 +37,9 @@ RUN_FILES = (METRICS_FILE, SUMMARY_FILE, CHECKPOINT_FILE)
 PROVENANCE = "provenance"
 """The table of config.toml (and key of summary.json) that records what the run read and ran."""
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+GATE_CLOSED, NO_PARTNER = "gate closed", "no other modality to mix with"
+NO_MIXING_BY_DESIGN = "local-only: no mixing by design"
+"""Why a modality trained alone (``trained_alone_because`` in the summary's ``mixing`` record)."""
 
 
 class RunFolderError(ValueError):
@@ -248,10 +251,26 @@ def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def mixing_lines(mixing: list[Mapping[str, Any]]) -> list[str]:
+    """In words, per modality of the summary's ``mixing`` record, whether it mixed and from which
+    round; one line when the strategy never mixes."""
+    if all(entry["trained_alone_because"] == NO_MIXING_BY_DESIGN for entry in mixing):
+        return [f"mixing: {NO_MIXING_BY_DESIGN} (every modality trains alone)"]
+    mixed = sum(entry["mixed"] for entry in mixing)
+    lines = [f"mixing: {mixed} of {len(mixing)} modalities mixed" if mixed else "mixing: no modality mixed"]
+    for entry in mixing:
+        state = (f"mixed from round {entry['first_mixed_round']}" if entry["mixed"] else
+                 f"never mixed: trained alone ({entry['trained_alone_because']}), identical to local-only")
+        lines.append(f"  modality {entry['modality']}: {state}")
+    return lines
+
+
 def format_summary(summary: Mapping[str, Any]) -> str:
     """The final table of a run's summary: scores per modality and, where the run computed them
-    (simulation), the fused scores of the concatenated aligned codes or late fusion."""
+    (simulation), the fused scores of the concatenated aligned codes or late fusion; then what
+    mixing did (``mixing_lines``)."""
     final = summary["final"]
+    mixing = mixing_lines(summary["mixing"]) if "mixing" in summary else []
     lines = [f"{summary['scenario']} / {summary['strategy']}: {summary['rounds']} rounds, seed {summary['seed']}, "
              f"{summary['wall_seconds']:.1f} s"]
     supervised = [name for name in ("accuracy", "mae") if name in final]
@@ -260,7 +279,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         per = ", ".join(f"{v:.4f}" for v in final[f"{name}_per_modality"])
         lines += [f"| {name} | mean | per modality | late fusion |", "|---|---|---|---|",
                   f"| test fold | {final[name]:.4f} | {per} | {final.get(f'late_fusion_{name}', float('nan')):.4f} |"]
-        return "\n".join(lines)
+        return "\n".join(lines + mixing)
     fused = "fused_purity" in final
     lines += ["| metric | mean | per modality |" + (" fused (concatenated aligned codes) |" if fused else ""),
               "|---|---|---|" + ("---|" if fused else "")]
@@ -268,4 +287,4 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         per = ", ".join(f"{v:.4f}" for v in final.get(f"{name}_per_modality", []))
         row = f"| {name} | {final.get(name, float('nan')):.4f} | {per} |"
         lines.append(row + (f" {final.get(f'fused_{name}', float('nan')):.4f} |" if fused else ""))
-    return "\n".join(lines)
+    return "\n".join(lines + mixing)

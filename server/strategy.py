@@ -43,7 +43,7 @@ from otm_fed.protocol import (
     train_request,
 )
 from otm_fed.supervised import SCORE_OF_TASK, late_fusion, parse_noise_levels, score
-from otm_fed.results import EVAL_CODES_FILE, RunRecorder
+from otm_fed.results import EVAL_CODES_FILE, GATE_CLOSED, NO_MIXING_BY_DESIGN, NO_PARTNER, RunRecorder, read_rounds
 from otm_fed_flwr.records import from_records, payload_bytes, to_records
 from server.replies import send_and_receive
 
@@ -68,6 +68,8 @@ class OTMStrategy(Strategy):
     next round's codes and, where due, the evaluation, so a round is one exchange."""
 
     name = "otm"
+    mixes = True
+    """False for a strategy in which every modality trains alone by design: no mixing to report."""
 
     def __init__(self, config: Mapping[str, Any], n_modalities: int, n_clusters: int,
                  mixer: Mixer | None = None, recorder: RunRecorder | None = None,
@@ -97,6 +99,7 @@ class OTMStrategy(Strategy):
         self.mixed_codes: dict[int, np.ndarray] = {}  # their codes as mixed: phi_m(Z_m), or Z_m without alignment
         self.rotations: dict[int, np.ndarray] = {}  # modality -> Q_m of its frame map (align = procrustes)
         self.gate = ConfidenceGate(gate_thresholds(self.config), self.config["gate-window"])
+        self.first_mixed: dict[int, int] = {}  # modality -> the first round its TRAIN message carried a mix
         self.row: dict[str, Any] = {}
         self.final_scores: dict[str, Any] = {}
         self.eval_codes: dict[int, np.ndarray] = {}
@@ -468,11 +471,13 @@ class OTMStrategy(Strategy):
         """What the next round needs besides the agents' own checkpoints. The server's randomness
         is a pure function of (seed, round) (``round_seed``), so the round is its RNG state;
         piggy-backed codes are not kept: a resumed round QUERYs them again, bit for bit. The frame
-        rotations Q_m are kept (as JSON floats, which round-trip exactly), and the gate's state."""
+        rotations Q_m are kept (as JSON floats, which round-trip exactly), the gate's state, and the
+        round each modality first mixed."""
         return {"round": server_round, "seed": self.config["seed"], "wall_seconds": wall_seconds,
                 "failure_counts": {str(node): count for node, count in self.failure_counts.items()},
                 "rotations": {str(m): rotation.tolist() for m, rotation in sorted(self.rotations.items())},
-                "gate": self.gate.state()}
+                "gate": self.gate.state(),
+                "first_mixed": {str(m): r for m, r in sorted(self.first_mixed.items())}}
 
     def restore(self) -> tuple[int, float]:
         """(first round, seconds already spent): after the checkpoint's round with ``resume``."""
@@ -485,9 +490,21 @@ class OTMStrategy(Strategy):
         self.failure_counts = {int(node): count for node, count in state["failure_counts"].items()}
         self.rotations = {int(m): np.array(rotation) for m, rotation in state.get("rotations", {}).items()}
         self.gate.restore(state.get("gate", {}))
+        self.first_mixed = ({int(m): r for m, r in state["first_mixed"].items()} if "first_mixed" in state
+                            else self.first_mixed_from_rows())
         log.info("resuming after round %d", state["round"])
         self.progress(f"resuming after round {state['round']}")
         return state["round"] + 1, state["wall_seconds"]
+
+    def first_mixed_from_rows(self) -> dict[int, int]:
+        """The round each modality first mixed, from the kept rounds' lines (a checkpoint without
+        ``first_mixed``)."""
+        first: dict[int, int] = {}
+        rows = read_rounds(self.recorder.run_dir) if self.recorder.metrics_path.is_file() else []
+        for row in rows:
+            for modality in row.get("mixer", {}).get("modalities", []):
+                first.setdefault(int(modality), row["round"])
+        return first
 
     def run_round(self, server_round: int, grid: Grid) -> None:
         """Codes (piggy-backed or QUERYed), the mix, TRAIN, when at least min-modalities answered."""
@@ -516,6 +533,8 @@ class OTMStrategy(Strategy):
             result = self.mix_result.barycenter
             self.row["mixer"] = {"objective": result.objective, "initial_objective": result.initial_objective,
                                  "modalities": self.mixed_modalities}
+            for modality in self.mixed_modalities:
+                self.first_mixed.setdefault(modality, server_round)
         alignment = self.alignment_diagnostic(server_round)
         if alignment is not None:
             self.row["alignment"] = alignment
@@ -536,6 +555,8 @@ class OTMStrategy(Strategy):
         if server_round == 1:  # the first exchange starts the agents (Ray actors, models, data)
             first = row["seconds"].get("query", row["seconds"].get("train", 0.0))
             line += f" (first exchange {first:.2f} s, including the agents' start-up)"
+        if self.mixes:
+            line += f"  mixed {len(row.get('mixer', {}).get('modalities', []))} of {self.n_modalities} modalities"
         if "eval" in row and self.config["task"] != "clustering":
             name = SCORE_OF_TASK[self.config["task"]]
             line += f"  {name} " + " ".join(f"{value:.4f}" for value in row["eval"][f"{name}_per_modality"])
@@ -553,13 +574,24 @@ class OTMStrategy(Strategy):
         final = dict(self.final_scores)
         return {"scenario": self.config["scenario"], "strategy": self.name, "rounds": rounds,
                 "seed": self.config["seed"], "wall_seconds": wall_seconds, "final": final,
+                "mixing": self.mixing_record(),
                 "failures_per_node": {str(node): count for node, count in sorted(self.failure_counts.items())}}
+
+    def mixing_record(self) -> list[dict[str, Any]]:
+        """Per modality: whether a TRAIN message ever carried it a mix, from which round, and if
+        never, why it trained alone (``format_summary`` puts it in words)."""
+        gated = self.config["align"] != "none" and bool(self.gate.thresholds)
+        alone = NO_MIXING_BY_DESIGN if not self.mixes else GATE_CLOSED if gated else NO_PARTNER
+        return [{"modality": m, "mixed": m in self.first_mixed, "first_mixed_round": self.first_mixed.get(m),
+                 "trained_alone_because": None if m in self.first_mixed else alone}
+                for m in range(self.n_modalities)]
 
 
 class LocalOnlyStrategy(OTMStrategy):
     """Each WAE trains alone on its own batches (the paper's MWAE baseline): no codes leave."""
 
     name = "local-only"
+    mixes = False
 
     def next_seed(self, server_round: int) -> int | None:
         return None

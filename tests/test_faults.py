@@ -241,3 +241,6 @@ def test_killed_and_resumed_run_ends_with_the_same_numbers(tmp_path):
     # every round after (the readings still counted travel too: test_frames checks them bit for bit)
     assert [row["frames"]["opened"] for row in rows_whole] == [[], [1], [1], [1]]
     assert [row.get("mixer", {}).get("modalities") for row in rows_resumed] == [None, [0, 1], [0, 1], [0, 1]]
+    # and the summary still dates modality 1's first mix (with the reference's) to round 2
+    assert [entry["first_mixed_round"] for entry in resumed["mixing"]] == [2, 2, None]
+    assert resumed["mixing"] == whole["mixing"]
