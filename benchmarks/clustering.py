@@ -57,7 +57,6 @@ METHODS: dict[str, dict[str, str] | None] = {
     "otm-w": {"strategy": "otm", "alpha": "1.0", **PAPER},
     "otm-gw": {"strategy": "otm", "alpha": "0.0", **PAPER},
     **{f"otm-anchors-{k}": {"strategy": "otm", "anchors": str(k)} for k in (5, 10, 25, 50)},
-    # The anchor gate of two statistics (docs/alignment.md, "The two-statistic anchor gate").
 }
 SETTINGS = {"unaligned": False, "aligned": True}
 QUICK_ROUNDS = 10
@@ -224,8 +223,8 @@ def alignment_table(rows: list[dict[str, Any]]) -> str:
 
 
 def raw_table(rows: list[dict[str, Any]], methods: tuple[str, ...] = ("local-only", "otm")) -> str:
-    """Issue 12's goal: each trained method's purity and ACC against raw k-means of the same seed
-    (unaligned), the paired difference (mean ± standard error) and its verdict."""
+    """Whether training beats the anchor: each trained method's purity and ACC against raw k-means of
+    the same seed (unaligned), the paired difference (mean ± standard error) and its verdict."""
     lines = ["| dataset | method | seeds | purity - raw k-means (paired) | verdict | ACC - raw k-means (paired) | verdict |",
              "|---|---|---|---|---|---|---|"]
     for dataset in DATASETS:
@@ -242,9 +241,9 @@ def raw_table(rows: list[dict[str, Any]], methods: tuple[str, ...] = ("local-onl
 
 
 def goals_table(rows: list[dict[str, Any]], method: str = "otm") -> str:
-    """The issue's goals, unaligned: ACC against the paper's number, purity and ACC against raw
-    k-means (the anchor under the scenario's normalisation), and the paired difference to
-    local-only per seed (mean ± standard error; "clearly above" = more than two standard errors)."""
+    """The method against its references, unaligned: ACC against the paper's number, purity and ACC
+    against raw k-means (the anchor under the scenario's normalisation), and the paired difference
+    to local-only per seed (mean ± standard error; "clearly above" = more than two standard errors)."""
     lines = [f"| dataset | {method} ACC | paper | raw k-means purity / ACC | {method} purity / ACC | "
              f"{method} - local-only ACC (paired) | fused ACC: {method} / local-only / raw |",
              "|---|---|---|---|---|---|---|"]
@@ -291,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for every run (repeatable), e.g. neighbour-weight=1")
     parser.add_argument("--table", metavar="JSON[,JSON...]",
-                        help="only print the tables (rows and goals) of rows written earlier; a later file's "
+                        help="only print the tables of rows written earlier; a later file's "
                              "run of the same data set, method, setting and seed replaces an earlier one's")
     parser.add_argument("--collect", metavar="RUNS_DIR",
                         help="only gather the rows of the finished runs in RUNS_DIR (an interrupted grid)")

@@ -1,4 +1,5 @@
-"""The clustering benchmark: the raw k-means anchor, one federated row, and the table."""
+"""The benchmarks and studies: the raw k-means anchor, one federated row, the tables, and each
+study's measurement on small inputs."""
 
 import sys
 from pathlib import Path
@@ -6,14 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path[:0] = [str(BENCHMARKS), str(BENCHMARKS / "studies")]
 
 import clustering  # noqa: E402
 
 
 def test_raw_kmeans_anchor_on_orl(data_dir):
     row = clustering.raw_kmeans_row("orl", False, 0, str(data_dir))
-    # z-score per view, k-means n_init 10, seed 0 (the anchor measured in the issue's setting)
+    # z-score per view, k-means n_init 10, seed 0 (the scenario's normalisation)
     assert row["purity"] == pytest.approx(0.6975, abs=1e-4) and row["acc"] == pytest.approx(0.665, abs=1e-4)
     assert row["purity_per_modality"][0] == row["purity_per_modality"][1]  # two identical views
     assert row["method"] == "raw-kmeans" and 0 < row["fused_purity"] <= 1
@@ -203,7 +205,7 @@ def test_neighbour_graph_rows_score_the_graph_of_a_real_view(data_dir):
 
     rows = neighbour_graph.graph_rows("prokaryotic", 0)
     assert [row["view"] for row in rows] == [0, 1, 2] and all(row["k"] == 10 for row in rows)
-    # Prokaryotic view 0: the graph clusters far worse than the raw geometry (docs/local-training.md).
+    # Prokaryotic view 0: the graph clusters far worse than the raw geometry (docs/findings/local-training.md).
     assert rows[0]["raw_acc"] > 0.75 and rows[0]["graph_acc"] < 0.6
     assert all(0.4 < row["knn_agreement"] < 0.85 for row in rows)
     assert "| prokaryotic | 0 | 10 | 0.775 |" in neighbour_graph.table(rows)

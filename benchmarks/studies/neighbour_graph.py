@@ -1,18 +1,18 @@
 """What the neighbour term learns from: each view's k-NN graph, clustered, beside raw k-means.
 
-    python benchmarks/neighbour_graph.py [--datasets synthetic,orl,...] [--seeds 0,1] [--json PATH]
-    python benchmarks/neighbour_graph.py --table PATH
+    python benchmarks/studies/neighbour_graph.py [--datasets synthetic,orl,...] [--seeds 0,1] [--json PATH]
+    python benchmarks/studies/neighbour_graph.py --table PATH
 
 The neighbour term (``otm_fed.losses.neighbour_embedding_loss``) pulls each row's code towards its
 k nearest neighbours in the agent's own view, with the agent's k (``neighbour_count``), and pushes
 the rest apart: apart from reconstruction, that graph is all it sees of the view. Per view this
-prints raw k-means (what the codes must match, issue 12), the share of each row's k neighbours of
+prints raw k-means (what the codes must match), the share of each row's k neighbours of
 its own class, and spectral clustering of the graph itself (sklearn's ``SpectralClustering`` on
 the symmetrised k-NN connectivity): the clustering of the graph alone. With strong attraction a
 neighbour embedding tends to the graph's Laplacian eigenmaps, whose k-means is this clustering
 (Boehm, Berens and Kobak, JMLR 2022). Where the graph clusters worse
 than the raw geometry, a neighbour embedding starts behind raw k-means. The labels score only;
-nothing here is a method. Docs: docs/local-training.md, "The neighbour graph bounds the term".
+nothing here is a method. Findings: docs/findings/local-training.md, "The neighbour graph bounds the term".
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from sklearn.cluster import SpectralClustering
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from otm_fed.agent import nearest_neighbours, neighbour_count  # noqa: E402
 from otm_fed.config import ConfigError, resolve_config  # noqa: E402

@@ -1,4 +1,4 @@
-"""Local training alone (issue 12): does one agent's WAE, trained on its own view only, give codes
+"""Local training alone: does one agent's WAE, trained on its own view only, give codes
 that k-means clusters at least as well as the raw normalised view?
 
 No server and no Flower: each agent is the ``ModalityAgent`` the federation uses, trained with
@@ -7,11 +7,11 @@ rounds; the final codes are scored by seeded k-means against the view's labels. 
 set of config overrides on top of the scenario, so the frozen defaults are one variant among others.
 One key is the benchmark's own, not a config key: ``neighbour-refresh:F`` finds the neighbour
 term's k-NN graph again, at round F x rounds, from the agent's own codes instead of its raw view
-(a refuted study, docs/local-training.md).
+(a refuted study, docs/findings/local-training.md).
 
-    python benchmarks/local_training.py [--datasets orl,...] [--variants NAME=KEY:VALUE;KEY:VALUE,...]
+    python benchmarks/studies/local_training.py [--datasets orl,...] [--variants NAME=KEY:VALUE;KEY:VALUE,...]
         [--seeds 0,1] [--json PATH]
-    python benchmarks/local_training.py --table PATH
+    python benchmarks/studies/local_training.py --table PATH
 
 Prints per view the raw k-means ACC and each variant's ACC (mean over seeds) and writes the rows
 ``{"dataset", "variant", "seed", "view", "acc", "purity", "raw_acc", "raw_purity", "seconds"}``.
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from otm_fed.config import resolve_config  # noqa: E402

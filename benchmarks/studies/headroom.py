@@ -1,13 +1,13 @@
 """How much could another modality teach an agent? Each view's labelled ceiling beside its clustering.
 
-    python benchmarks/headroom.py [--datasets synthetic,orl,...] [--runs clustering.json] [--seeds 0,1] [--json PATH]
+    python benchmarks/studies/headroom.py [--datasets synthetic,orl,...] [--runs clustering.json] [--seeds 0,1] [--json PATH]
 
 Per view, the 5-fold cross-validated accuracy of a logistic regression on the normalised raw view
 (the labels are used, so this is an upper reference, not a method): what a linear read-out of the
 agent's own input can reach. Beside it, with ``--runs`` (a ``benchmarks/clustering.py`` JSON), the
 local-only agents' k-means ACC per view (mean over seeds). Mixing can only move an agent's codes
 within what its own input encodes, so the gap ceiling - local-only bounds what OTM can add to that
-agent's clustering; where it is small, OTM can at best tie (docs/alignment.md).
+agent's clustering; where it is small, OTM can at best tie (docs/findings/alignment-and-gate.md).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from otm_fed.results import write_json  # noqa: E402
 from otm_fed.scenario import normalised_views, seeded_draws  # noqa: E402

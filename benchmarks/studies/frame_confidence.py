@@ -1,6 +1,6 @@
 """The gate's confidence against the class mass it should predict, on a run's final codes.
 
-    python benchmarks/frame_confidence.py RUN_DIR/eval-codes.npz [RUN_DIR/eval-codes.npz ...]
+    python benchmarks/studies/frame_confidence.py RUN_DIR/eval-codes.npz [RUN_DIR/eval-codes.npz ...]
         [--batch 128] [--trials 3] [--pairs] [--anchors K] [--json PATH]
 
 For each run's final codes and independent random batches of every modality (as agents draw
@@ -8,7 +8,7 @@ them), aligns the frames (``otm_fed.frames.align_frames``, round-1 search), mixe
 the default strategy does and as the paper does, and prints per trial each modality's confidence and, per modality pair, the
 plans' class mass (mass on same-class pairs; chance = sum_c p_c q_c). The labels score only.
 Run on local-only runs (codes that were never mixed), this is how ``gate-threshold`` was chosen
-(docs/alignment.md); the last lines give, per run and modality, the mean over trials of its
+(docs/findings/alignment-and-gate.md); the last lines give, per run and modality, the mean over trials of its
 confidence and of the class mass of the plan it judges (phi_m(Z_m) to the reference). With
 ``--anchors K`` each trial also draws K anchor samples (the saved codes are in sample order, so
 their rows correspond across modalities): the frames start from them and the confidence is
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from otm_fed.alignment import pair_plan  # noqa: E402
 from otm_fed.config import DEFAULTS  # noqa: E402

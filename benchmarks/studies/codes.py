@@ -1,6 +1,6 @@
 """Per-modality code diagnostics of finished runs: scale, effective dimension, k-means scores.
 
-    python benchmarks/codes.py RUN_DIR [RUN_DIR ...] [--json PATH]
+    python benchmarks/studies/codes.py RUN_DIR [RUN_DIR ...] [--json PATH]
 
 Reads each run's final evaluation codes (``eval-codes.npz``, written in simulation with
 ``fused-eval``) and prints, per modality, the codes' RMS norm and effective dimension
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from otm_fed.metrics import code_spread, kmeans_scores  # noqa: E402

@@ -1,14 +1,14 @@
 """The geometry bound, taken jointly: does asking the class matchings of three modalities to be
 consistent with one another make the true matching the cheapest one?
 
-    python benchmarks/joint_matching.py [RUN/eval-codes.npz ...] [--raw synthetic,prokaryotic --seeds 0,1]
+    python benchmarks/studies/joint_matching.py [RUN/eval-codes.npz ...] [--raw synthetic,prokaryotic --seeds 0,1]
         [--json PATH]
 
 For each file of codes (``eval-codes.npz``, as a run writes it: ``codes-0..M-1`` and the labels),
-or each data set's normalised views (``--raw``), each modality's codes are centred and scaled (as the server's frames do) and its C class
-centroids taken from the true labels: labels are read only to measure what the codes' geometry
-allows, as the mixing issue's "7th of 720" did. A class matching s between modalities a and b
-costs its Gromov-Wasserstein cost on the centroids' distance matrices,
+or each data set's normalised views (``--raw``), each modality's codes are centred and scaled (as
+the server's frames do) and its C class centroids taken from the true labels: labels are read only
+to measure what the codes' geometry allows. A class matching s between modalities a and b costs
+its Gromov-Wasserstein cost on the centroids' distance matrices,
 
     GW_ab(s) = sum_ij (D_a[i, j] - D_b[s(i), s(j)])^2,
 
@@ -18,7 +18,7 @@ pair (s_1, s_2) of matchings of modalities 1 and 2 to modality 0 fixes the third
 s_12 = s_2 o s_1^-1, and costs GW_01(s_1) + GW_02(s_2) + GW_12(s_12): the rank of (id, id) among
 all (C!)^2 consistent pairs is what a fit that enforces cycle consistency could reach. Brute
 force, so only for C <= 8, and jointly for M = 3 and C <= 6 (the joint table has (C!)^2 entries). Prints a table, writes
-one row per file. Docs: docs/alignment.md, "Cycle-consistent matchings (session 11)".
+one row per file. Findings: docs/findings/alignment-and-gate.md, "Cycle-consistent matchings".
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from otm_fed.config import ConfigError  # noqa: E402
 from otm_fed.frames import standardise  # noqa: E402
