@@ -273,3 +273,24 @@ def test_seeded_draws_redraw_the_synthetic_data_and_read_a_data_file_once(data_d
     assert [seed for seed, _, _ in synthetic] == [1, 2]
     assert not np.array_equal(synthetic[0][2].views[0], synthetic[1][2].views[0])
     assert [seed for seed, _, _ in seeded_draws("prokaryotic", [1, 2, 3])] == [1]
+
+
+def test_results_index_has_a_command_for_every_result_and_reads_the_docs_citations(tmp_path):
+    import results_index
+
+    listed = results_index.entries()
+    assert set(listed) == set(results_index.COMMANDS), "results/ and results_index.COMMANDS disagree"
+    assert set(results_index.NOTES) <= set(results_index.COMMANDS)
+    text = ("`python benchmarks/clustering.py --table results/a.json,results/b-{x,y}.json`; plots in "
+            "results/plots-gate/gate.png, `results/c-*.json` and `results/*.json` (all of them), results/d/.")
+    assert results_index.mentions(text) == ["a.json", "b-x.json", "b-y.json", "plots-gate/gate.png", "c-*.json", "d/"]
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "page.md").write_text(text)
+    for name in ("a.json", "b-y.json", "c-1.json", "d/e.json", "plots-gate/gate.png", "lonely.json"):
+        (tmp_path / "results" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "results" / name).write_text("[]")
+    entries = results_index.entries(tmp_path / "results")
+    assert entries == ["a.json", "b-y.json", "c-1.json", "d/e.json", "lonely.json", "plots-gate"]
+    cited = results_index.citations(entries, tmp_path)
+    assert [entry for entry in entries if not cited[entry]] == ["lonely.json"]
+    assert "Cited by no page: `lonely.json`." in results_index.index(tmp_path)
