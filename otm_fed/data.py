@@ -166,6 +166,9 @@ def dataset_file(name: str, data_dir: str | Path | None = None) -> Path | None:
     if key in DATASET_FILES:
         return resolve_data_dir(data_dir) / DATASET_FILES[key]
     path = Path(name).expanduser()
+    if path.is_dir():
+        raise DatasetFormatError(f"{name} is a directory, not a data file: give a .mat or .npz file (a directory "
+                                 "holding the dataset files is named with --set data-dir=DIR)")
     if not (path.is_file() or path.suffix.lower() in (".mat", ".npz") or os.sep in name):
         raise ValueError(
             f"unknown dataset {name!r}; known names are {sorted(DATASET_FILES)}, "
@@ -185,11 +188,11 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> MultiViewData
     if path is None:
         raise ValueError("the synthetic dataset is generated (otm_fed.data.make_synthetic), not loaded")
     if not path.is_file():
-        known = name.lower() in DATASET_FILES
-        relative = "" if known or Path(name).expanduser().is_absolute() else (
+        given = name.lower() in DATASET_FILES or Path(name).expanduser().is_absolute()
+        relative = "" if given else (
             f" (looked for {name!r} in the current directory and in the data directory {resolve_data_dir(data_dir)})")
         raise FileNotFoundError(
-            f"dataset file not found: {path}{relative}; {'' if known else 'give an absolute path, or '}name the "
+            f"dataset file not found: {path}{relative}; {'' if given else 'give an absolute path, or '}name the "
             f"directory holding the dataset files with --set data-dir=DIR (flwr run: --run-config "
             f"\"data-dir='/absolute/dir'\") or the environment variable {DATA_DIR_ENV}"
         )
@@ -251,10 +254,11 @@ def _read_mat(path: Path) -> tuple[list[object], object]:
         contents = scipy.io.loadmat(path)
     except NotImplementedError:  # scipy's answer to a v7.3 header
         raise v73_error from None
-    except Exception as exc:  # scipy raises many types for malformed files
+    except Exception as exc:  # scipy raises many types (IndexError, ValueError, ...) for malformed files
+        detail = f" ({exc})" if isinstance(exc, scipy.io.matlab.MatReadError) else ""
         raise DatasetFormatError(
-            f"{path}: expected a MATLAB v5 .mat file readable by scipy.io.loadmat; "
-            f"reading failed with {type(exc).__name__}: {exc}"
+            f"{path}: not a MATLAB .mat file that can be read{detail}; expected MATLAB v5 to v7.2 "
+            "(save(..., '-v7')) or an .npz file"
         ) from None
     contents = {k: v for k, v in contents.items() if not k.startswith("__")}
     if "X" not in contents:
@@ -435,7 +439,7 @@ def make_synthetic(
         std = weak_noise if m == weak_view else noise
         rendered = np.tanh(hidden @ w1 + b1) @ w2
         views.append(rendered + std * view_rng.normal(size=rendered.shape))
-    dataset = MultiViewDataset(name=f"synthetic-{seed}", views=views, labels=labels)
+    dataset = MultiViewDataset(name="synthetic", views=views, labels=labels)
     if return_hidden:
         return dataset, hidden.astype(np.float32)
     return dataset

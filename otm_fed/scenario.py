@@ -32,9 +32,10 @@ def dataset_for(dataset: str, data_dir: str, synthetic_samples: int, synthetic_c
 
 def with_absolute_data(config: Mapping[str, Any]) -> dict[str, Any]:
     """The config with its data located by absolute path (``data-dir`` for a known name, else
-    ``dataset`` itself), so every app finds it wherever Flower unpacks and runs it."""
+    ``dataset`` itself), so every app finds it wherever Flower unpacks and runs it. A file not
+    found is left as given, for loading to say where it was looked for."""
     path = dataset_file(config["dataset"], config["data-dir"] or None)
-    if path is None:
+    if path is None or not path.is_file():
         return dict(config)
     if config["dataset"].lower() in DATASET_FILES:
         return {**config, "data-dir": str(path.parent.resolve())}
@@ -114,7 +115,8 @@ def check_fits(config: Mapping[str, Any], dataset: MultiViewDataset, n_modalitie
     n_train = len(training_order(config, 0, dataset.labels))
     if config["batch-size"] > n_train:
         raise ConfigError(f"batch-size {config['batch-size']} is larger than the {n_train} training rows "
-                          f"an agent of {name} holds")
+                          f"an agent of {name} holds; choose at most {n_train}: --set batch-size={n_train} "
+                          f"(flwr run: --run-config batch-size={n_train})")
     anchor_ids(config, len(dataset.labels))
 
 

@@ -126,10 +126,11 @@ def test_ctrl_c_is_one_line_with_the_resume_hint(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("setting,message", [
     ("normalisation=tf-idf", "normalisation 'tf-idf' is not one of"),
-    ("batch-size=100000", "batch-size 100000 is larger than the 120 training rows"),
-    ("normalisation=zscore,l2", "normalisation lists 2 methods, but synthetic-0 has 3 views"),
+    ("batch-size=100000", "batch-size 100000 is larger than the 120 training rows an agent of synthetic holds; "
+                      "choose at most 120: --set batch-size=120"),
+    ("normalisation=zscore,l2", "normalisation lists 2 methods, but synthetic has 3 views"),
     ("rounds=abc", "rounds must be an integer, got 'abc'"),
-    ("num-modalities=4", "4 modalities asked for, but synthetic-0 has 3 views"),
+    ("num-modalities=4", "4 modalities asked for, but synthetic has 3 views"),
 ])
 def test_config_errors_come_before_any_round(tmp_path, capsys, setting, message):
     assert simulate("--set", setting, "--out", str(tmp_path / "run")) == 2
