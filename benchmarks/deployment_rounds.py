@@ -1,6 +1,6 @@
 """Seconds per round on Flower's deployment engine against Flower's own floor, side by side.
 
-    python benchmarks/deployment_rounds.py [--rounds 3] [--json PATH] [--out runs/deploy-bench]
+    python benchmarks/deployment_rounds.py [--rounds 3] [--json PATH] [--out DIR]
 
 One LocalFederation (127.0.0.1, TLS, node authentication, 3 SuperNodes, prokaryotic's views from
 ../shared/data) runs the floor (benchmarks/floor_app: a ClientApp that imports torch and replies
@@ -10,6 +10,9 @@ both. Rows ``{"app": "floor" | "otm-fed", "round", "seconds"}``: the floor's as 
 timed each exchange (numbered on through its second run), OTM's from metrics.jsonl
 (``seconds.total``). Prints each round's ratio to the floor's median exchange; the goals are at
 most 1.2x after round 1 and 2.4x for round 1 (its QUERY and TRAIN exchanges).
+
+Every run writes into a new folder ``runs/deploy-bench-YYYYmmdd-HHMMSS-microseconds`` (or an empty
+``--out``), and the benchmark stops, saying why, when any of its runs fails.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from otm_fed.data import DATASET_FILES, resolve_data_dir
-from otm_fed.results import read_rounds, write_json
-from launcher.deploy import LocalFederation
+from otm_fed.results import RunFolderError, read_rounds, read_summary, write_json
+from launcher.deploy import LocalFederation, RunFailed, work_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOOR_APP = ROOT / "benchmarks" / "floor_app"
@@ -31,27 +34,40 @@ GOALS = {"first": 2.4, "later": 1.2}
 
 
 def run_app(federation: LocalFederation, app_dir: Path, config: dict) -> None:
-    result = federation.run(app_dir, config, timeout=1800)
-    if result.returncode != 0:
-        raise SystemExit(f"{app_dir.name}: run failed: {result.stdout}{result.stderr}")
+    """One run to its end; a run that failed (or that its ServerApp refused) stops the benchmark."""
+    try:
+        federation.run(app_dir, config, timeout=1800)
+    except RunFailed as error:
+        raise SystemExit(f"deployment_rounds: {error}") from None
 
 
 def floor_config(rounds: int, out_path: Path) -> dict:
     return {"rounds": rounds, "num-nodes": N_NODES, "out-path": str(out_path)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", help="write the rows here")
-    parser.add_argument("--out", default="runs/deploy-bench", help="work folder (keys, logs, run folders)")
-    args = parser.parse_args()
-    work = Path(args.out).resolve()
-    config = {"scenario": "prokaryotic", "rounds": args.rounds, "eval-every": args.rounds, "num-modalities": N_NODES,
-              "n-clusters": 4, "fused-eval": False, "piggyback": True, "out-dir": str(work / "run")}
+def otm_config(rounds: int, run_dir: Path) -> dict:
+    return {"scenario": "prokaryotic", "rounds": rounds, "eval-every": rounds, "num-modalities": N_NODES,
+            "n-clusters": 4, "fused-eval": False, "piggyback": True, "out-dir": str(run_dir)}
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Runs the benchmark and returns its work folder."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each run")
+    parser.add_argument("--json", help="write the rows here (default: not written)")
+    parser.add_argument("--out", help="an empty work folder for keys, logs and run folders (default: a new "
+                        "folder runs/deploy-bench-YYYYMMDD-HHMMSS-MICROSECONDS)")
+    args = parser.parse_args(argv)
+    try:
+        work = work_folder(args.out, "deploy-bench")
+    except RunFolderError as error:
+        raise SystemExit(f"deployment_rounds: {error}") from None
+    print(f"work folder {work}", flush=True)
     with LocalFederation(work / "federation", resolve_data_dir() / DATASET_FILES["prokaryotic"],
                          n_nodes=N_NODES) as federation:
-        for app_dir, run_config in ((FLOOR_APP, floor_config(args.rounds, work / "floor-1.json")), (ROOT, config),
+        for app_dir, run_config in ((FLOOR_APP, floor_config(args.rounds, work / "floor-1.json")),
+                                    (ROOT, otm_config(args.rounds, work / "run")),
                                     (FLOOR_APP, floor_config(args.rounds, work / "floor-2.json"))):
             run_app(federation, app_dir, run_config)
     floor_rows = [row for part in (1, 2) for row in json.loads((work / f"floor-{part}.json").read_text())]
@@ -68,9 +84,10 @@ def main() -> None:
         print(f"{row['app']:8} {row['round']:>5} {row['seconds']:8.2f} {ratio:8.2f}  {verdict}")
     first = rounds[0]["seconds"]
     print(f"otm-fed round 1: QUERY {first['query']:.2f} s + TRAIN {first['train']:.2f} s; final purity "
-          f"{json.loads((work / 'run' / 'summary.json').read_text())['final']['purity']:.4f}")
+          f"{read_summary(work / 'run')['final']['purity']:.4f}")
     if args.json:
         write_json(args.json, rows)
+    return work
 
 
 if __name__ == "__main__":

@@ -1,25 +1,35 @@
-"""``otm-fed``: the command line.
+"""``otm-fed``: the command line (``otm-fed COMMAND --help`` describes every flag and its default).
 
+    otm-fed --version
     otm-fed simulate [--scenario NAME|PATH | --data FILE] [--normalisation M[,M...]] [--rounds N] [--seed S]
                      [--out DIR] [--set key=value ...] [--engine simulation|inprocess] [--actors N]
                      [--resume RUN_DIR] [--no-plots]
     otm-fed plot RUN_DIR [RUN_DIR ...] [--out DIR]
+    otm-fed keys
     otm-fed deploy certs --out DIR [--host NAME_OR_IP ...]
     otm-fed deploy node-key --out DIR --name NAME
     otm-fed deploy federation --name NAME --address HOST:PORT --ca CA_CERT [--flwr-home DIR]
     otm-fed deploy demo --data FILE --nodes M [--scenario NAME] [--rounds N] [--work DIR] [--set key=value ...]
+    otm-fed deploy stop [--flwr-home DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
+import textwrap
 import threading
+from importlib import metadata
 from pathlib import Path
+from typing import NoReturn
 
-from otm_fed.config import ConfigError, resolve_config
-from otm_fed.results import (CONFIG_FILE, SUMMARY_FILE, format_summary, holds_run, is_finished, new_run_dir,
+import tomli_w
+
+from otm_fed.config import SCENARIO_DIR, ConfigError, resolve_config
+from otm_fed.data import DATASET_FILES
+from otm_fed.results import (CONFIG_FILE, RUN_DIR_PATTERN, holds_run, is_finished, new_folder, new_run_dir,
                              open_run_dir, read_summary, rounds_done)
 from otm_fed.scenario import check_fits, scenario_dataset, with_absolute_data
 
@@ -158,7 +168,8 @@ def written_files(run_dir: Path) -> list[str]:
 
 
 def deploy(args: argparse.Namespace) -> int:
-    """Deployment helpers (launcher.deploy): certificates, node keys, federation entry, local demo."""
+    """Deployment helpers (launcher.deploy): certificates, node keys, federation entry, local demo,
+    stopping what ``flwr run`` left running."""
     from launcher import deploy as helpers
 
     if args.action == "certs":
@@ -171,88 +182,193 @@ def deploy(args: argparse.Namespace) -> int:
         print(f"private key (stays at the site): {private}\npublic key (register it: flwr supernode register "
               f"{public} <federation>): {public}")
     elif args.action == "federation":
-        flwr_home = args.flwr_home or os.environ.get("FLWR_HOME") or str(Path.home() / ".flwr")
+        flwr_home = args.flwr_home or helpers.default_flwr_home()
         print(f"wrote {helpers.write_federation(flwr_home, args.name, args.address, args.ca)}")
+    elif args.action == "stop":
+        flwr_home = Path(args.flwr_home or helpers.default_flwr_home())
+        stopped = helpers.stop_local_superlinks(flwr_home)
+        print(f"stopped the local SuperLink of {flwr_home} (PID {', '.join(map(str, stopped))}) and the processes "
+              f"it started" if stopped else f"no local SuperLink of {flwr_home} is running")
     else:
         return deploy_demo(args, helpers)
     return 0
 
 
+def shared_scenario(data: Path) -> str | None:
+    """The scenario of a shared data set named by its file (``ORL.mat`` -> ``orl``), or None."""
+    name = data.stem.lower()
+    return name if name in DATASET_FILES and (SCENARIO_DIR / f"{name}.toml").is_file() else None
+
+
 def deploy_demo(args: argparse.Namespace, helpers) -> int:
-    """A SuperLink and one SuperNode per view of ``--data`` on this machine, a run, then all stopped."""
+    """A SuperLink and one SuperNode per view of ``--data`` on this machine, a run, then all stopped.
+    The settings are ``--scenario``'s, else the shared data set's scenario, else the defaults (as
+    ``simulate --data``); the resolved config travels to both apps as the run's scenario file."""
     from otm_fed.data import load_multiview
 
-    dataset = load_multiview(args.data)
-    run_dir = (Path(args.work) / "run").resolve()
-    overrides = parse_assignments(args.set)
-    typed = resolve_config(args.scenario, overrides)  # refuses a bad key before anything starts
-    if not 1 <= args.nodes <= dataset.n_views:
+    data = Path(args.data).expanduser().resolve()
+    dataset = load_multiview(data)
+    scenario = args.scenario or shared_scenario(data)
+    settings = {"dataset": str(data), **({} if scenario else {"scenario": data.stem}), **parse_assignments(args.set),
+                "rounds": args.rounds, "num-modalities": args.nodes, "n-clusters": dataset.n_classes,
+                "fused-eval": False}
+    config = resolve_config(scenario, settings)  # refuses a bad key before anything starts
+    if args.nodes > dataset.n_views:
         raise ConfigError(f"--nodes {args.nodes}: {args.data} has {dataset.n_views} views, one per SuperNode")
-    check_fits(typed, dataset, args.nodes)
-    if holds_run(run_dir):
-        raise ConfigError(f"--work {args.work} holds an earlier demo's run ({run_dir}); choose another --work")
-    run_config = {"scenario": args.scenario, "rounds": args.rounds, "num-modalities": args.nodes,
-                  "n-clusters": dataset.n_classes, "fused-eval": False, "out-dir": str(run_dir),
-                  **{key: typed[key] for key in overrides}}
-    with helpers.LocalFederation(Path(args.work), Path(args.data), args.nodes) as federation:
-        print(f"SuperLink on {federation.address} (TLS, node authentication); {args.nodes} SuperNodes; "
-              f"logs and keys in {federation.work_dir}", flush=True)
-        result = federation.run(APP_DIR, run_config, timeout=args.timeout)
-    print(result.stdout[-4000:])
-    if result.returncode != 0 or not (run_dir / SUMMARY_FILE).is_file():
-        print(f"otm-fed: the deployed run failed: {result.stderr[-2000:]}", file=sys.stderr)
+    check_fits(config, dataset, args.nodes)
+    if args.work and holds_run(Path(args.work) / "run"):
+        raise ConfigError(f"--work {args.work} holds an earlier demo's run ({Path(args.work) / 'run'}); choose "
+                          "another --work (or none, for a new folder)")
+    work = (Path(args.work) if args.work else new_folder("runs", "deploy-demo")).resolve()
+    run_dir = work / "run"
+    config["out-dir"] = str(run_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    scenario_file = work / "scenario.toml"
+    scenario_file.write_text(tomli_w.dumps(config))
+    print(f"otm-fed: deploy demo: scenario {config['scenario']} ({data.name}), {args.nodes} SuperNodes, "
+          f"{config['rounds']} rounds -> {work}", flush=True)
+    with helpers.LocalFederation(work, data, args.nodes) as federation:
+        print(f"SuperLink on {federation.address} (TLS, node authentication); logs and keys in {work}", flush=True)
+        try:
+            result = federation.run(APP_DIR, {"scenario": str(scenario_file), "out-dir": str(run_dir)},
+                                    timeout=args.timeout)
+        except (helpers.RunFailed, subprocess.TimeoutExpired) as error:
+            print(f"otm-fed: the deployed run failed: {error}", file=sys.stderr)
+            return 1
+    print(result.stdout)  # the run's log, ending with the ServerApp's final table
+    summary = read_summary(run_dir)
+    if summary is None or not summary["final"]:
+        print(f"otm-fed: the deployed run produced no evaluation; see {run_dir} and {work}/*.log", file=sys.stderr)
         return 1
-    print(format_summary(read_summary(run_dir)))
+    print(f"wrote {run_dir}/: {', '.join(written_files(run_dir))}")
     return 0
 
 
+def show_keys(_: argparse.Namespace) -> int:
+    """Every configuration key with its default, allowed values and description."""
+    from otm_fed.config import format_keys
+
+    print(format_keys())
+    return 0
+
+
+def scenario_names() -> list[str]:
+    """The scenarios shipped in scenarios/, sorted."""
+    return sorted(path.stem for path in SCENARIO_DIR.glob("*.toml"))
+
+
+def at_least_one(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag's help ends with its default, unless the help states it or there is none to state;
+    lines break between words only, so a folder pattern such as RUN_DIR_PATTERN stays whole."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if "default" in (action.help or "") or action.default in (None, False, argparse.SUPPRESS):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit code 2) and defaults in every help."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(formatter_class=HelpFormatter, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"otm-fed: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="otm-fed", description="Federated multi-modal learning with the OT latent mixer")
-    commands = parser.add_subparsers(dest="command", required=True)
-    sim = commands.add_parser("simulate", help="run a scenario in Flower's simulation engine")
-    sim.add_argument("--scenario", help="scenario name (scenarios/NAME.toml) or a .toml path (default synthetic)")
-    sim.add_argument("--data", metavar="FILE", help="your own multi-view .mat/.npz file (the scenario's settings, "
-                     "default DEFAULTS, with this data; the number of clusters is the file's number of labels)")
-    sim.add_argument("--normalisation", help="per-agent normalisation: zscore (dense features), tfidf (counts), "
-                     "l2 (already weighted text, heavy tails), minmax, none, or a comma list, one per view")
-    sim.add_argument("--rounds", type=int)
-    sim.add_argument("--seed", type=int)
-    sim.add_argument("--out", help="run folder (default runs/SCENARIO-STRATEGY-TIME)")
+    parser = Parser(prog="otm-fed", description="Federated multi-modal learning with the OT latent mixer")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {metadata.version('otm-fed')}",
+                        help="print the installed version and exit")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sim = commands.add_parser("simulate", help="run a scenario in Flower's simulation engine (or in this process)",
+                              description="Run a scenario: Flower's simulation engine (or the same apps in this "
+                              "process), then the plots. Every user error is one line and exit code 2.")
+    sim.add_argument("--scenario", metavar="NAME|PATH", help=f"scenario: one of {', '.join(scenario_names())} "
+                     "(scenarios/NAME.toml), or a .toml path (default synthetic; with --data, the defaults)")
+    sim.add_argument("--data", metavar="FILE", help="your own multi-view .mat/.npz file, run with the default "
+                     "settings; the number of clusters is the file's number of labels (default: none, the "
+                     "scenario's data)")
+    sim.add_argument("--normalisation", metavar="M[,M...]", help="per-agent normalisation: zscore (dense "
+                     "features), tfidf (counts), l2 (already weighted text, heavy tails), minmax, none, or a comma "
+                     "list, one per view (default: the scenario's)")
+    sim.add_argument("--rounds", type=int, metavar="N", help="number of rounds (default: the scenario's)")
+    sim.add_argument("--seed", type=int, metavar="S", help="seed of every draw (default: the scenario's)")
+    sim.add_argument("--out", metavar="DIR", help=f"run folder, which must not hold another run (default: a new "
+                     f"folder {RUN_DIR_PATTERN} in the current directory)")
     sim.add_argument("--engine", choices=("simulation", "inprocess"), default="simulation",
                      help="Flower's simulation engine (Ray), or the same apps called in this process")
-    sim.add_argument("--actors", type=int, help="simulation engine: Ray client actors (default 1; up to one per "
-                     "core runs clients in parallel, about 0.5 GB each)")
-    sim.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    sim.add_argument("--resume", metavar="RUN_DIR",
-                     help="continue a stopped run from its last completed round (its config, seeds and checkpoints)")
-    sim.add_argument("--no-plots", action="store_true", help="do not draw the run's plots at the end "
-                     "(scores and losses per round, t-SNE of the final codes; otm-fed plot RUN_DIR draws them later)")
+    sim.add_argument("--actors", type=at_least_one, metavar="N", help="simulation engine: Ray client actors, "
+                     "up to one per core runs clients in parallel, about 0.5 GB each (default 1)")
+    sim.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key, repeatable; otm-fed keys lists them (default: none)")
+    sim.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last completed round "
+                     "(its config, seeds and checkpoints) (default: a new run)")
+    sim.add_argument("--no-plots", action="store_true", help="do not draw the run's plots at the end (scores and "
+                     "losses per round, t-SNE of the final codes; otm-fed plot RUN_DIR draws them later) "
+                     "(default: draw them)")
     sim.set_defaults(handler=simulate)
-    plots = commands.add_parser("plot", help="scores and losses per round, t-SNE of the final codes, of run folders")
-    plots.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    plots.add_argument("--out", help="where the PNGs go (default: the run folder; needed for several runs)")
+    plots = commands.add_parser("plot", help="scores and losses per round, t-SNE of the final codes, of run folders",
+                                description="Draw the plots of finished or running run folders.")
+    plots.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders to plot")
+    plots.add_argument("--out", metavar="DIR", help="where the PNGs go (default: the run folder; needed for "
+                       "several runs)")
     plots.set_defaults(handler=plot)
-    dep = commands.add_parser("deploy", help="deployment helpers: certificates, node keys, federation, local demo")
-    actions = dep.add_subparsers(dest="action", required=True)
-    certs = actions.add_parser("certs", help="a CA and a SuperLink server certificate")
-    certs.add_argument("--out", required=True)
-    certs.add_argument("--host", action="append", help="the SuperLink's DNS name or IP (repeat); default 127.0.0.1")
-    key = actions.add_parser("node-key", help="a SuperNode's key pair (OpenSSH EC P-384)")
-    key.add_argument("--out", required=True)
-    key.add_argument("--name", required=True)
-    federation = actions.add_parser("federation", help="write the SuperLink connection into $FLWR_HOME/config.toml")
-    federation.add_argument("--name", required=True)
-    federation.add_argument("--address", required=True, help="HOST:PORT of the SuperLink")
-    federation.add_argument("--ca", required=True, help="the CA certificate")
-    federation.add_argument("--flwr-home", help="default $FLWR_HOME or ~/.flwr")
-    demo = actions.add_parser("demo", help="SuperLink + one SuperNode per view on this machine, one run")
-    demo.add_argument("--data", required=True, help="a multi-view .mat/.npz file; SuperNode m reads view m")
-    demo.add_argument("--nodes", type=int, required=True)
-    demo.add_argument("--scenario", default="prokaryotic")
-    demo.add_argument("--rounds", type=int, default=2)
-    demo.add_argument("--work", default="runs/deploy-demo", help="certificates, keys, logs, run folder")
-    demo.add_argument("--timeout", type=float, default=1800.0)
-    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    keys = commands.add_parser("keys", help="every configuration key: default, allowed values, description",
+                               description="Every key that --set, scenario files and flwr run's --run-config "
+                               "take, with its default, allowed values and a one-line description.")
+    keys.set_defaults(handler=show_keys)
+    dep = commands.add_parser("deploy", help="deployment helpers: certificates, node keys, federation, local demo, "
+                              "stop", description="Deployment helpers for Flower's deployment engine.")
+    actions = dep.add_subparsers(dest="action", required=True, metavar="ACTION")
+    certs = actions.add_parser("certs", help="a CA and a SuperLink server certificate",
+                               description="Write a CA and a SuperLink server certificate signed by it.")
+    certs.add_argument("--out", required=True, metavar="DIR", help="folder for the certificates and keys (required)")
+    certs.add_argument("--host", action="append", metavar="NAME_OR_IP", help="the SuperLink's DNS name or IP, "
+                       "repeatable (default: 127.0.0.1 and localhost)")
+    key = actions.add_parser("node-key", help="a SuperNode's key pair (OpenSSH EC P-384)",
+                             description="Write a SuperNode's key pair (OpenSSH EC P-384).")
+    key.add_argument("--out", required=True, metavar="DIR", help="folder for the key pair (required)")
+    key.add_argument("--name", required=True, help="the key's file name, e.g. the site's name (required)")
+    federation = actions.add_parser("federation", help="write the SuperLink connection into $FLWR_HOME/config.toml",
+                                    description="Add the SuperLink connection to $FLWR_HOME/config.toml for flwr.")
+    federation.add_argument("--name", required=True, help="the connection's name, as flwr run names it (required)")
+    federation.add_argument("--address", required=True, metavar="HOST:PORT", help="the SuperLink's address (required)")
+    federation.add_argument("--ca", required=True, metavar="FILE", help="the CA certificate (required)")
+    federation.add_argument("--flwr-home", metavar="DIR",
+                            help="Flower's home folder (default: $FLWR_HOME, else ~/.flwr)")
+    demo = actions.add_parser("demo", help="SuperLink + one SuperNode per view on this machine, one run",
+                              description="A SuperLink and one SuperNode per view on 127.0.0.1 (TLS, node "
+                              "authentication), one run, then every process stopped.")
+    demo.add_argument("--data", required=True, metavar="FILE", help="a multi-view .mat/.npz file; SuperNode m "
+                      "reads view m (required)")
+    demo.add_argument("--nodes", type=at_least_one, required=True, metavar="M",
+                      help="SuperNodes, at most the file's views (required)")
+    demo.add_argument("--scenario", metavar="NAME|PATH", help="settings (default: the scenario of a shared data "
+                      "set named by the file, e.g. ORL.mat -> orl, else the defaults, as simulate --data)")
+    demo.add_argument("--rounds", type=at_least_one, default=2, metavar="N", help="number of rounds")
+    demo.add_argument("--work", metavar="DIR", help="certificates, keys, logs and the run folder DIR/run (default: "
+                      "a new folder runs/deploy-demo-YYYYMMDD-HHMMSS-MICROSECONDS)")
+    demo.add_argument("--timeout", type=float, default=1800.0, metavar="SECONDS", help="longest wait for the run")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a config key, repeatable (default: none)")
+    stop = actions.add_parser("stop", help="stop the local SuperLink that flwr run left running",
+                              description="Stop the SuperLink that flwr run starts for a local simulation and "
+                              "leaves running in the background, with its SuperExec and app processes.")
+    stop.add_argument("--flwr-home", metavar="DIR", help="the Flower home folder flwr run used (default: "
+                      "$FLWR_HOME, else ~/.flwr)")
     dep.set_defaults(handler=deploy)
     return parser
 

@@ -8,13 +8,18 @@ ports), and stops every process it started by its PID. Everything is written wit
 - ``make_certificates``: a CA and a server certificate for the SuperLink (TLS);
 - ``make_node_key``: a SuperNode's EC key pair in OpenSSH format (node authentication);
 - ``write_federation``: the SuperLink connection entry in ``$FLWR_HOME/config.toml`` for ``flwr``.
+
+``stop_local_superlinks`` stops the SuperLink that ``flwr run`` starts for a local simulation
+and leaves running, detached, with its SuperExec child.
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,12 +36,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from otm_fed.results import RunFolderError, new_folder
+
 CERT_DAYS = 365
 OFFLINE_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
                "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
 # How often a SuperExec (the one beside the SuperLink, and each SuperNode's) asks for a new app
 # process to start: Flower's default, 1 s, lets each message wait up to 1 s; a poll is one local call.
 SUPEREXEC_POLL_ENV = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1"}
+
+
+class RunFailed(RuntimeError):
+    """A ``flwr run`` that did not start, or whose ServerApp refused to run or failed."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +125,18 @@ def write_federation(flwr_home: str | Path, name: str, address: str, root_certif
     superlink[name] = {"address": address, "root-certificates": str(Path(root_certificates).resolve())}
     path.write_text(tomli_w.dumps(table))
     return path
+
+
+def work_folder(out: str | Path | None, prefix: str) -> Path:
+    """A benchmark's work folder: a new ``runs/PREFIX-YYYYmmdd-HHMMSS-microseconds`` unless ``out``
+    names one, which must be empty or absent, so that no earlier run's files are read as this one's."""
+    if out is None:
+        return new_folder("runs", prefix).resolve()
+    out = Path(out).resolve()
+    if out.is_dir() and any(out.iterdir()):
+        raise RunFolderError(f"{out} holds an earlier run's files; choose an empty --out (or none, for a new folder)")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def free_port() -> int:
@@ -227,22 +250,42 @@ class LocalFederation:
         return self
 
     def run(self, app_dir: str | Path, run_config: Mapping[str, object], timeout: float = 600.0) -> subprocess.CompletedProcess:
-        """``flwr run APP_DIR NAME --stream``: submit the run and follow it to its end."""
+        """``flwr run APP_DIR NAME --stream``: submit the run and follow it to its end. Raises
+        RunFailed, with the SuperLink's reason, unless the run finished completed (``flwr run``
+        returns 0 when the ServerApp refuses to run, e.g. into a folder holding another run)."""
         overrides = " ".join(f"{key}={toml_value(value)}" for key, value in run_config.items())
-        return self.flwr("run", str(app_dir), self.name, "--run-config", overrides, "--stream", timeout=timeout)
+        result = self.flwr("run", str(app_dir), self.name, "--run-config", overrides, "--stream", timeout=timeout)
+        started = re.search(r"Successfully started run (\d+)", result.stdout)
+        if result.returncode != 0 or not started:
+            output = (result.stdout + result.stderr).strip().splitlines()
+            raise RunFailed(f"flwr run {app_dir} started no run: {output[-1] if output else 'no output'}")
+        status, details = self.run_status(int(started.group(1)))
+        if status != "finished:completed":
+            raise RunFailed(f"run {started.group(1)} of {Path(app_dir).name} ended {status}: "
+                            f"{details or 'no reason given'} (log: {self.work_dir / 'superlink.log'})")
+        return result
+
+    def run_status(self, run_id: int, timeout: float = 30.0) -> tuple[str, str]:
+        """The run's final status (``finished:completed``, ``finished:failed``, ...) and its details,
+        as ``flwr ls`` reads them; waits for the SuperLink to record the end."""
+        deadline = time.monotonic() + timeout
+        while True:
+            listed = self.flwr("ls", self.name, "--run-id", str(run_id), "--format", "json")
+            try:
+                run = json.loads(listed.stdout)["runs"][0]
+            except (ValueError, KeyError, IndexError):
+                run = {}
+            status = run.get("status", f"unknown (flwr ls: {(listed.stdout + listed.stderr).strip()[-300:]})")
+            if status.startswith("finished") or time.monotonic() > deadline:
+                return status, run.get("status-details", "")
+            time.sleep(0.5)
 
     def stop(self, label: str | None = None) -> None:
         """Stop one process (or all) and every process it started (Flower's SuperExec and apps
         run in process groups of their own): SIGTERM, then SIGKILL to whatever lingers."""
         for name in [label] if label else list(self.processes):
             process = self.processes.pop(name)
-            family = [process.pid, *descendants(process.pid)]
-            _signal_all(family, signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-            _signal_all([process.pid, *descendants(process.pid), *family], signal.SIGKILL)
+            terminate(process.pid)
             process.wait()
 
     def kill(self, label: str) -> None:
@@ -293,6 +336,56 @@ def alive(pids: list[int]) -> list[int]:
     """Those of ``pids`` still running (zombies, already dead, are not)."""
     states = {pid: _read_proc(pid, "stat").rsplit(b")", 1)[-1].split()[:1] for pid in pids}
     return [pid for pid, state in states.items() if state and state != [b"Z"]]
+
+
+def terminate(pid: int, grace: float = 10.0) -> list[int]:
+    """Stop ``pid`` and every process below it: SIGTERM, then, after ``grace`` seconds, SIGKILL to
+    whatever lingers. Returns the processes signalled."""
+    family = [pid, *descendants(pid)]
+    _signal_all(family, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while alive(family) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    family += [child for child in descendants(pid) if child not in family]
+    _signal_all(alive(family), signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while alive(family) and time.monotonic() < deadline:  # SIGKILL takes effect within moments
+        time.sleep(0.05)
+    return family
+
+
+def default_flwr_home() -> Path:
+    """``$FLWR_HOME``, else ``~/.flwr``, as ``flwr`` reads it."""
+    return Path(os.environ.get("FLWR_HOME") or Path.home() / ".flwr")
+
+
+def local_superlinks(flwr_home: str | Path) -> list[int]:
+    """This user's SuperLinks that ``flwr run`` started for ``flwr_home``: their log file is
+    ``FLWR_HOME/local-superlink/superlink.log``."""
+    log_file = (Path(flwr_home) / "local-superlink" / "superlink.log").resolve()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or entry.stat().st_uid != os.getuid():
+                continue
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            if not any(Path(arg).name == "flower-superlink" for arg in args) or "--log-file" not in args:
+                continue
+            logged = Path(os.readlink(entry / "cwd")) / args[args.index("--log-file") + 1]
+        except (OSError, IndexError):  # a process that ended meanwhile, or another user's
+            continue
+        if logged.resolve() == log_file:
+            found.append(int(entry.name))
+    return found
+
+
+def stop_local_superlinks(flwr_home: str | Path) -> list[int]:
+    """Stop the SuperLinks ``flwr run`` left running for ``flwr_home`` and everything they started
+    (the SuperExec, any app process); returns the SuperLinks' PIDs."""
+    superlinks = local_superlinks(flwr_home)
+    for pid in superlinks:
+        terminate(pid)
+    return superlinks
 
 
 def _signal_all(pids: list[int], signum: int) -> None:

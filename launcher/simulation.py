@@ -41,7 +41,7 @@ def backend_config(cpus: int | None = None, actors: int | None = None) -> dict[s
     """Ray sized for ``cpus`` cores (default: this machine's) and ``actors`` client actors
     (default: one)."""
     cpus = cpus or os.cpu_count() or 1
-    actors = actors or 1
+    actors = 1 if actors is None else actors
     if not 1 <= actors <= cpus:
         raise ValueError(f"actors must be between 1 and the {cpus} CPUs, got {actors}")
     return {"client_resources": {"num_cpus": cpus // actors, "num_gpus": 0.0},

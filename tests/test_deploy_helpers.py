@@ -3,12 +3,14 @@ way flower-supernode and `flwr supernode register` load them, the federation ent
 
 import tomllib
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 from flwr.cli.supernode.register import try_load_public_key
 
-from launcher.deploy import make_certificates, make_node_key, node_config_text, write_federation
+from launcher.deploy import make_certificates, make_node_key, node_config_text, work_folder, write_federation
+from otm_fed.results import RunFolderError
 
 
 def test_server_certificate_is_signed_by_the_ca_for_the_given_hosts(tmp_path):
@@ -109,3 +111,13 @@ def test_client_app_process_loads_only_what_a_message_needs():
 
     result = subprocess.run([sys.executable, "-c", CLIENT_MESSAGES], timeout=180, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_benchmark_work_folder_is_new_unless_named_and_a_named_one_must_be_empty(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    made = work_folder(None, "bench")
+    assert made.parent == tmp_path / "runs" and made.name.startswith("bench-") and not any(made.iterdir())
+    assert work_folder(tmp_path / "named", "bench") == tmp_path / "named" and (tmp_path / "named").is_dir()
+    (tmp_path / "named" / "floor-1.json").write_text("[]")
+    with pytest.raises(RunFolderError, match="holds an earlier run's files"):
+        work_folder(tmp_path / "named", "bench")

@@ -1,36 +1,24 @@
-"""The README's ``flwr run .`` example, as written, for 2 rounds: Flower unpacks
-the app into $FLWR_HOME/apps, so the data are found through the absolute data-dir; the local
-SuperLink runs the installed environment (no runtime dependency installation); the final table
-is streamed. The SuperLink it starts in the background is stopped by its PID afterwards."""
+"""The README's ``flwr run .`` example, as written, for 2 rounds: Flower unpacks the app into
+$FLWR_HOME/apps, so the data are found through the absolute data-dir; the local SuperLink runs the
+installed environment (no runtime dependency installation); the final table is streamed. The
+SuperLink it leaves running in the background is stopped as the README says, with
+``otm-fed deploy stop``."""
 
 import json
 import os
 import re
-import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from launcher.deploy import BIN_DIR, descendants, free_port
+from launcher.cli import main
+from launcher.deploy import BIN_DIR, alive, descendants, free_port, local_superlinks, stop_local_superlinks
 
 pytestmark = pytest.mark.simulation
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = re.compile(r"```bash\n(FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 flwr run \. --stream.*?)\n```", re.S)
-
-
-def local_superlinks(flwr_home: Path) -> list[int]:
-    """The SuperLinks ``flwr run`` started for this FLWR_HOME (their log file lies in it)."""
-    marker = str(flwr_home / "local-superlink").encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and marker in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 def test_readme_flwr_run_example_on_real_data(tmp_path, data_dir):
@@ -43,14 +31,14 @@ def test_readme_flwr_run_example_on_real_data(tmp_path, data_dir):
            "PATH": os.pathsep.join([str(BIN_DIR), os.environ.get("PATH", "")])}  # flwr starts flower-superlink by name
     try:
         result = subprocess.run(["bash", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+        assert result.returncode == 0, result.stdout + result.stderr
+        [superlink] = local_superlinks(flwr_home)  # left running, detached, with its SuperExec
+        family = [superlink, *descendants(superlink)]
+        assert len(family) >= 2
+        assert main(["deploy", "stop", "--flwr-home", str(flwr_home)]) == 0
+        assert not local_superlinks(flwr_home) and not alive(family)
     finally:
-        for pid in local_superlinks(flwr_home):
-            for process in [pid, *descendants(pid)]:
-                try:
-                    os.kill(process, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-    assert result.returncode == 0, result.stdout + result.stderr
+        stop_local_superlinks(flwr_home)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["rounds"] == 2 and summary["provenance"]["data-file"] == str((data_dir / "ORL.mat").resolve())
     assert "| acc |" in result.stdout and "round   2/2" in result.stdout
