@@ -48,6 +48,10 @@ def alignment_scores(transport_plans: Sequence[np.ndarray], sample_ids: Sequence
     * ``top1``: the share of those samples whose largest mass lands on their counterpart;
     * ``class_mass``: the mass that lands on samples of the same class; chance
       ``class_mass_chance`` = sum_c p_a(c) p_b(c).
+
+    ``true_mass``, ``true_mass_chance`` and ``top1`` average only the pairs whose batches share a
+    sample, and are all three left out when no pair does (batches drawn independently from a
+    large data set often share none): there is nothing to measure, and no number stands in.
     """
     if len(transport_plans) != len(sample_ids):
         raise ValueError(f"need one id list per plan, got {len(transport_plans)} plans and {len(sample_ids)}")
