@@ -60,7 +60,7 @@ METHODS: dict[str, dict[str, str] | None] = {
 }
 SETTINGS = {"unaligned": False, "aligned": True}
 QUICK_ROUNDS = 10
-# Paper, Table 2, unaligned MWAE+OTM (most likely ACC at a label-selected epoch, see docs/results.md).
+# Paper, Table 2, unaligned MWAE+OTM (most likely ACC at a label-selected epoch, see docs/findings/alignment-and-gate.md).
 PAPER_UNALIGNED = {"orl": 0.6550, "movies": 0.2925, "prokaryotic": 0.5438}
 
 

@@ -26,7 +26,7 @@ affine phi_m^{-1}: the agent's target is the projection of the mix, expressed in
 ``alignment_confidence`` is the label-free gate's statistic: how much better the fit is than the
 fit of a structure-free copy of the same codes. ``ConfidenceGate`` decides on it only while a
 modality has never been mixed: mixing pulls a modality's codes towards the barycenter, so its
-confidence afterwards measures an alignment the mix itself made (docs/alignment.md).
+confidence afterwards measures an alignment the mix itself made (docs/findings/alignment-and-gate.md).
 
 Anchors (optional): K samples held by every agent, whose codes arrive in one shared order. Their
 rows correspond, so orthogonal Procrustes on them gives Q_m in closed form; the batch refines it.
@@ -121,7 +121,7 @@ def searched_rotation(x: np.ndarray, y: np.ndarray, gw_starts: int, rng: np.rand
     """The best of ``gw_starts`` fresh starts, searched on at most SEARCH_ROWS random rows of each
     batch: per GW plan its Procrustes map, refined by Wasserstein-Procrustes on those rows; the Q
     with the lowest W(Q) there. GW costs O(N^3) a step, so the search on 128 rows instead of 256
-    is about 3x cheaper (docs/alignment.md); the full batch refines the winner (``fit_rotation``).
+    is about 3x cheaper (docs/findings/alignment-and-gate.md); the full batch refines the winner (``fit_rotation``).
     Keeping the best 3 for the full batch instead gave the same confidences and plans."""
     x_rows, y_rows = (z if len(z) <= SEARCH_ROWS else z[np.sort(rng.choice(len(z), SEARCH_ROWS, replace=False))]
                       for z in (x, y))
@@ -199,7 +199,7 @@ def anchor_confidence(x_anchors: np.ndarray, y_anchors: np.ndarray, rng: np.rand
     cannot. Leaving one out keeps a single anchor that is extreme in both modalities (a movie with
     many keywords and many actors) from reading as correspondence of the whole: on the final
     codes of Movies' seed-2 run, with its 10 anchors, the plain gain reads 0.23 and the jackknife
-    0.08 (docs/alignment.md)."""
+    0.08 (docs/findings/anchors.md)."""
     k = len(x_anchors)
     if k < 3:
         return anchor_fit_gain(x_anchors, y_anchors, rng)

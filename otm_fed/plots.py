@@ -11,7 +11,7 @@
 * ``gate-per-round.png``: per OTM run with frame alignment and per statistic its gate reads, each
   gated modality's mean reading over the last ``gate-window`` rounds (what the gate compares to
   its threshold) against the threshold, the per-round reading faintly, the round the modality
-  opened and the rounds it mixed (docs/alignment.md);
+  opened and the rounds it mixed (docs/findings/alignment-and-gate.md);
 * ``tsne.png``: per run that saved its final evaluation codes (``eval-codes.npz``, written with
   ``fused-eval`` in simulation), a t-SNE of the concatenated codes coloured by true label; an
   unaligned and an aligned run side by side give the paper's Figure 2.

@@ -178,7 +178,7 @@ def test_aligned_frames_put_plan_mass_on_same_class_samples_where_the_paper_mix_
     """The synthetic default, seed 0, 6 rounds: with frames aligned, the plans between the mixed
     modalities put far more mass on same-class pairs than chance; mixed as they come, they do not.
     (On 2 of 5 seeds of the 30-round grid the label-free fit settles on a wrong cluster matching:
-    docs/alignment.md.)"""
+    docs/findings/alignment-and-gate.md.)"""
     from otm_fed.results import read_rounds
     from launcher.inprocess import run_inprocess
 
