@@ -224,9 +224,9 @@ class LocalFederation:
         wait_for_port(self.port, timeout, process)
 
     def flwr(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
-        """Run a ``flwr`` CLI command against this federation's config."""
-        return subprocess.run([flower_bin("flwr"), *args], env=self.env, cwd=self.work_dir, capture_output=True,
-                              text=True, timeout=timeout)
+        """Run a ``flwr`` CLI command against this federation's config (wide, so that no message wraps)."""
+        return subprocess.run([flower_bin("flwr"), *args], env={**self.env, "COLUMNS": "1000"}, cwd=self.work_dir,
+                              capture_output=True, text=True, timeout=timeout)
 
     def register(self, public_key: Path) -> None:
         result = self.flwr("supernode", "register", str(public_key), self.name)
@@ -257,8 +257,8 @@ class LocalFederation:
         result = self.flwr("run", str(app_dir), self.name, "--run-config", overrides, "--stream", timeout=timeout)
         started = re.search(r"Successfully started run (\d+)", result.stdout)
         if result.returncode != 0 or not started:
-            output = (result.stdout + result.stderr).strip().splitlines()
-            raise RunFailed(f"flwr run {app_dir} started no run: {output[-1] if output else 'no output'}")
+            raise RunFailed(f"flwr run {app_dir} started no run: "
+                            f"{one_line(result.stderr) or one_line(result.stdout)[-300:] or 'no output'}")
         status, details = self.run_status(int(started.group(1)))
         if status != "finished:completed":
             raise RunFailed(f"run {started.group(1)} of {Path(app_dir).name} ended {status}: "
@@ -394,6 +394,11 @@ def _signal_all(pids: list[int], signum: int) -> None:
             os.kill(pid, signum)
         except ProcessLookupError:
             pass
+
+
+def one_line(output: str) -> str:
+    """``flwr``'s output on one line, without the box it draws around an error."""
+    return " ".join(" ".join(line.strip(" \u2502\u256d\u256e\u2570\u256f\u2500") for line in output.splitlines()).split())
 
 
 def toml_value(value: object) -> str:

@@ -9,7 +9,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 from flwr.cli.supernode.register import try_load_public_key
 
-from launcher.deploy import make_certificates, make_node_key, node_config_text, work_folder, write_federation
+from launcher.deploy import (LocalFederation, RunFailed, make_certificates, make_node_key, node_config_text,
+                             work_folder, write_federation)
 from otm_fed.results import RunFolderError
 
 
@@ -121,3 +122,12 @@ def test_a_benchmark_work_folder_is_new_unless_named_and_a_named_one_must_be_emp
     (tmp_path / "named" / "floor-1.json").write_text("[]")
     with pytest.raises(RunFolderError, match="holds an earlier run's files"):
         work_folder(tmp_path / "named", "bench")
+
+
+def test_a_run_that_cannot_start_says_why_in_one_line(tmp_path):
+    """A folder that is no Flower app: ``flwr run`` exits 1 with its message in a box."""
+    federation = LocalFederation(tmp_path, tmp_path / "unused.npz", n_nodes=0)
+    with pytest.raises(RunFailed) as error:
+        federation.run(tmp_path, {"rounds": 1}, timeout=120)
+    assert str(error.value) == (f"flwr run {tmp_path} started no run: Error Failed to load Flower App configuration "
+                                f"in '{tmp_path / 'pyproject.toml'}'. File may be missing or invalid.")
