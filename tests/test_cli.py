@@ -73,6 +73,10 @@ def test_simulate_help_lists_the_scenarios_and_the_run_folder_pattern(capsys):
     assert f"a new folder {RUN_DIR_PATTERN} in the current directory" in text
 
 
+def test_the_readme_names_the_run_folder_as_the_help_does():
+    assert f"`{RUN_DIR_PATTERN}/`" in (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
 def test_run_folder_pattern_is_what_new_run_dir_makes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["simulate", *SMALL, "--set", "synthetic-samples=60", "--set", "batch-size=16"]) == 0
