@@ -116,7 +116,7 @@ def simulate(args: argparse.Namespace) -> int:
         from launcher.simulation import backend_config
 
         try:
-            backend_config(actors=args.actors)  # the one check of --actors, before anything starts
+            backend_config(actors=args.actors)  # more actors than CPUs, refused before anything starts
         except ValueError as error:
             raise ValueError(f"--{error}") from None
     if args.out and not config["resume"] and holds_run(args.out):

@@ -338,9 +338,9 @@ def alive(pids: list[int]) -> list[int]:
     return [pid for pid, state in states.items() if state and state != [b"Z"]]
 
 
-def terminate(pid: int, grace: float = 10.0) -> list[int]:
+def terminate(pid: int, grace: float = 10.0) -> None:
     """Stop ``pid`` and every process below it: SIGTERM, then, after ``grace`` seconds, SIGKILL to
-    whatever lingers. Returns the processes signalled."""
+    whatever lingers."""
     family = [pid, *descendants(pid)]
     _signal_all(family, signal.SIGTERM)
     deadline = time.monotonic() + grace
@@ -351,7 +351,6 @@ def terminate(pid: int, grace: float = 10.0) -> list[int]:
     deadline = time.monotonic() + 5.0
     while alive(family) and time.monotonic() < deadline:  # SIGKILL takes effect within moments
         time.sleep(0.05)
-    return family
 
 
 def default_flwr_home() -> Path:
