@@ -33,9 +33,10 @@ COMMANDS: dict[str, str] = {
     "anchor-statistics-seeds22-25.json": f"python benchmarks/anchor_statistics.py --datasets "
                                          "synthetic,movies,prokaryotic --seeds 22,23,24,25 --json results/anchor-statistics-seeds22-25.json",
     "clustering-ablations.json": f"{CLUSTERING} --methods otm-dirichlet,otm-wb,otm-w,otm-gw --seeds 1 --jobs 2 "
-                                 "--json results/clustering-ablations.json",
+                                 "--runs-dir runs/clustering-ablations --json results/clustering-ablations.json",
     "clustering-ablations-seeds1-4.json": f"{CLUSTERING} --methods otm-dirichlet,otm-wb,otm-w,otm-gw --settings unaligned "
-                                          "--first-seed 1 --seeds 4 --jobs 2 --json results/clustering-ablations-seeds1-4.json",
+                                          "--first-seed 1 --seeds 4 --jobs 2 --runs-dir runs/clustering-ablations-1-4 "
+                                          "--json results/clustering-ablations-seeds1-4.json",
     "clustering-align-real.json": f"{CLUSTERING} --datasets orl,movies,prokaryotic,handwritten --methods "
                                   f"otm,otm-anchors-10,otm-no-gate,otm-no-shared-init {GRID} --jobs 2 --runs-dir RUNS; "
                                   f"{CLUSTERING} --collect RUNS --json results/clustering-align-real.json",
