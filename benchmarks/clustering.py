@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from otm_fed.config import ConfigError, resolve_config  # noqa: E402
 from otm_fed.metrics import kmeans_scores  # noqa: E402
 from otm_fed.protocol import SCORE_NAMES  # noqa: E402
-from otm_fed.results import CONFIG_FILE, SUMMARY_FILE, read_rounds, write_json  # noqa: E402
+from otm_fed.results import CONFIG_FILE, SUMMARY_FILE, new_folder, read_rounds, write_json  # noqa: E402
 from otm_fed.scenario import normalised_views, scenario_dataset  # noqa: E402
 
 DATASETS = ("synthetic", "orl", "movies", "prokaryotic", "handwritten")
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="override every scenario's rounds")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (one core each)")
     parser.add_argument("--data-dir", default="")
-    parser.add_argument("--runs-dir", help="where run folders go (default runs/clustering-TIME)")
+    parser.add_argument("--runs-dir", help="where run folders go (default a new runs/clustering-YYYYmmdd-HHMMSS-MICROSECONDS)")
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for every run (repeatable), e.g. neighbour-weight=1")
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--set: {error}")
     seeds = 1 if args.quick else args.seeds
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else None)
-    runs_dir = Path(args.runs_dir or f"runs/clustering-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    runs_dir = Path(args.runs_dir).resolve() if args.runs_dir else new_folder("runs", "clustering").resolve()
     jobs = [(dataset, method, SETTINGS[setting], seed, rounds, args.data_dir, runs_dir, overrides)
             for dataset in datasets for method in methods for setting in settings
             for seed in range(args.first_seed, args.first_seed + seeds)

@@ -33,7 +33,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from otm_fed.config import resolve_config  # noqa: E402
-from otm_fed.results import SUMMARY_FILE, write_json  # noqa: E402
+from otm_fed.results import SUMMARY_FILE, new_folder, write_json  # noqa: E402
 from otm_fed.scenario import scenario_dataset  # noqa: E402
 from otm_fed.supervised import SCORE_OF_TASK  # noqa: E402
 from launcher.inprocess import run_inprocess  # noqa: E402
@@ -168,7 +168,8 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--folds", help="comma list of folds (default 0..4, or 0 with --quick)")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--plots", type=Path, default=Path("runs/supervised-plots"))
+    parser.add_argument("--plots", type=Path, help="folder of the noise curves (default a new "
+                        "runs/supervised-plots-YYYYmmdd-HHMMSS-MICROSECONDS)")
     args = parser.parse_args()
     datasets = args.datasets.split(",")
     unknown = sorted(set(datasets) - set(DATASETS))
@@ -190,6 +191,7 @@ def main() -> None:
                           + f", late fusion {final[f'late_fusion_{name}']:.4f}  ({time.perf_counter() - start:.0f} s)",
                           flush=True)
     print_tables(rows, datasets, len(folds))
+    args.plots = args.plots or new_folder("runs", "supervised-plots")
     for dataset in datasets:
         plot_noise(rows, dataset, args.plots / f"noise-{dataset}.png")
     print(f"\nwrote noise curves to {args.plots}/noise-*.png; {time.perf_counter() - started:.0f} s in all")
