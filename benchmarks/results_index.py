@@ -141,7 +141,6 @@ REMOVED = f"at {REMOVED_AT}, which still has "
 NOTES: dict[str, str] = {
     "anchor-statistics.json": REMOVED + "the anchor-statistics study",
     "anchor-statistics-seeds22-25.json": REMOVED + "the anchor-statistics study",
-    "clustering-anchor-open-probe.json": REMOVED + "anchor-gate-threshold",
     "clustering-anchor-rule-seeds26-30.json": REMOVED + "the retrieval-partition anchor gate",
     "clustering-raw-kmeans.json": "at 24e9423: z-scored views, tf-idf for Movies, not the scenarios' normalisation",
     "clustering-search.json": "the grid's arguments read from its rows",
