@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# benchmarks/ too: a method's strategy may live here (``oracle:OracleStrategy``), and every worker must import it.
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from otm_fed.config import ConfigError, resolve_config  # noqa: E402
 from otm_fed.metrics import kmeans_scores  # noqa: E402
@@ -57,6 +58,9 @@ METHODS: dict[str, dict[str, str] | None] = {
     "otm-w": {"strategy": "otm", "alpha": "1.0", **PAPER},
     "otm-gw": {"strategy": "otm", "alpha": "0.0", **PAPER},
     **{f"otm-anchors-{k}": {"strategy": "otm", "anchors": str(k)} for k in (5, 10, 25, 50)},
+    # The correspondence oracle (benchmarks/oracle.py; simulation only): true pairs, T_m = I / N, no gate.
+    # Its batches are aligned in either setting: under "unaligned" it is that setting's bound.
+    "otm-oracle": {"strategy": "oracle:OracleStrategy", "aligned": "true"},
 }
 SETTINGS = {"unaligned": False, "aligned": True}
 QUICK_ROUNDS = 10
@@ -89,8 +93,8 @@ def federated_row(dataset: str, method: str, aligned: bool, seed: int, rounds: i
     the final round's scores."""
     from launcher.inprocess import run_inprocess
 
-    overrides = {**METHODS[method], **(settings or {}), "aligned": str(aligned), "seed": str(seed),
-                 "data-dir": data_dir}
+    overrides = {**METHODS[method], **(settings or {}), "aligned": METHODS[method].get("aligned", str(aligned)),
+                 "seed": str(seed), "data-dir": data_dir}
     if rounds:
         overrides["rounds"] = str(rounds)
     config = resolve_config(dataset, overrides)

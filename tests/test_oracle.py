@@ -1,0 +1,87 @@
+"""The correspondence oracle (benchmarks/oracle.py): true plans, Procrustes frames on the true pairs,
+a run in which every modality mixes from round 1; and the headroom probes."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import special_ortho_group
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import oracle  # noqa: E402
+from launcher.inprocess import run_inprocess  # noqa: E402
+from otm_fed.config import ConfigError, resolve_config  # noqa: E402
+from otm_fed.mixer import OTMixer  # noqa: E402
+from otm_fed.results import read_rounds  # noqa: E402
+
+
+def rotated_copy(seed: int = 0, n: int = 50, d: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Z_0, Z_1, R): Z_1 = 3.7 Z_0 R + c, the same samples in the same order."""
+    rng = np.random.default_rng(seed)
+    z0 = rng.standard_normal((n, d)) * np.linspace(0.5, 2.0, d) + 1.5
+    rotation = special_ortho_group.rvs(d, random_state=seed)
+    return z0, 3.7 * z0 @ rotation + rng.standard_normal(d), rotation
+
+
+def test_plans_are_the_true_coupling_and_masks_are_otms():
+    z0, z1, _ = rotated_copy()
+    codes = [z0, z1, z0[:, ::-1].copy()]
+    result = oracle.OracleMixer(mask_mode="binary")(codes, np.random.default_rng(7))
+    for plan in result.transport_plans:
+        np.testing.assert_array_equal(plan, np.eye(50) / 50)
+        np.testing.assert_allclose(plan.sum(1), 1 / 50, atol=1e-15)
+        np.testing.assert_allclose(plan.sum(0), 1 / 50, atol=1e-15)
+    # OTM draws its masks from the same generator after a barycenter that consumes none of it.
+    np.testing.assert_array_equal(result.masks, OTMixer()(codes, np.random.default_rng(7)).masks)
+    # eq. 3 at T_m = I / N: each entry of Z~_B is the entry of the modality its mask picks.
+    np.testing.assert_allclose(result.mixed_barycenter, sum(mask * z for mask, z in zip(result.masks, codes)))
+    np.testing.assert_allclose(result.barycenter.barycenter, sum(codes) / 3)
+
+
+def test_frames_recover_a_known_rotation():
+    z0, z1, rotation = rotated_copy()
+    alignment = oracle.oracle_frames({0: z0, 1: z1})
+    assert alignment.reference == 0
+    np.testing.assert_allclose(alignment.frames[1].rotation, rotation.T, atol=1e-6)
+    np.testing.assert_allclose(alignment.frames[1].to_common(z1), alignment.frames[0].to_common(z0), atol=1e-6)
+    assert alignment.objectives[1] < 1e-12 and alignment.confidences[1] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_oracle_refuses_unaligned_batches():
+    config = resolve_config("synthetic", {"aligned": "false"})
+    with pytest.raises(ConfigError, match="needs aligned = true") as refused:
+        oracle.OracleStrategy(config, 3, 6)
+    assert "\n" not in str(refused.value)
+
+
+def test_every_modality_mixes_from_round_one(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    config = resolve_config("synthetic", {"strategy": "oracle:OracleStrategy", "aligned": "true", "rounds": "2",
+                                          "eval-every": "2", "synthetic-samples": "120", "batch-size": "60"})
+    run_dir = run_inprocess(config, 3, tmp_path / "run")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["strategy"] == "otm-oracle" and summary["rounds"] == 2
+    assert summary["mixing"] == [{"modality": m, "mixed": True, "first_mixed_round": 1, "trained_alone_because": None}
+                                 for m in range(3)]
+    rows = read_rounds(run_dir)
+    assert all(row["mixer"]["modalities"] == [0, 1, 2] for row in rows)
+    # The diagnostic rebuilds the batches from sample ids: all plan mass on the true counterpart.
+    assert all(row["alignment"]["true_mass"] == pytest.approx(1.0) for row in rows)
+    assert 0 < summary["final"]["acc"] <= 1
+
+
+def test_headroom_probes_above_chance_on_a_separable_view_near_chance_on_noise():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 60)
+    rng.shuffle(labels)
+    separable = np.eye(4)[labels] * 4.0 + rng.standard_normal((240, 4))
+    noise = rng.standard_normal((240, 4))
+    train, test = np.arange(160), np.arange(160, 240)
+    for x, low, high in ((separable, 0.9, 1.0), (noise, 0.0, 0.45)):
+        scores = oracle.probe_scores(x[train], labels[train], x[test], labels[test], seed=0)
+        assert set(scores) == {"linear", "mlp"}
+        assert all(low <= value <= high for value in scores.values()), scores
