@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 import os
 import re
 from pathlib import Path
@@ -25,6 +26,7 @@ from otm_fed.plans import project_to_modality
 from otm_fed.protocol import TrainInstruction
 from otm_fed.scenario import ModalityData, batch_rows, view_normalisation
 from otm_fed.supervised import noisy_copies, score
+from otm_fed.uptake import uptake_weight
 
 BATCH_INDICES, BATCH_ROUND, NEIGHBOURS = "batch-indices", "batch-round", "neighbours"
 
@@ -95,11 +97,18 @@ class ModalityAgent:
         self.data = data
         self.config = config
         error = reconstruction_error(config, modality)
-        # The neighbour term is the unsupervised regulariser, weighted on the view's
-        # scale; in supervised mode eq. 8 takes their place.
-        scale = null_reconstruction_error(data.train, error) if config["task"] == "clustering" else 0.0
-        self.weights = LossWeights(config["beta"], config["eta"], config["mmd-weight"], config["decode-mix"],
-                                   config["neighbour-weight"] * scale, error)
+        view_scale = null_reconstruction_error(data.train, error)
+        # The neighbour term is the unsupervised regulariser, weighted on the view's scale; in
+        # supervised mode eq. 8 takes its place. A contrastive pull of the target is the same kind
+        # of term, so at beta = 1 it weighs what the neighbour term weighs (at any task).
+        clustering = config["task"] == "clustering"
+        self.n_clusters = config["n-clusters"] or data.n_classes
+        self.k = neighbour_count(config, len(data.train), self.n_clusters)
+        beta = config["beta"] if config["target-pull"] == "squared" else (
+            config["beta"] * config["neighbour-weight"] * view_scale)
+        self.weights = LossWeights(beta, config["eta"], config["mmd-weight"], config["decode-mix"],
+                                   config["neighbour-weight"] * view_scale if clustering else 0.0, error,
+                                   config["target-pull"], self.k)
         self.neighbours: np.ndarray | None = None  # k-NN ids of the training rows, found at the first step
         with torch.random.fork_rng():
             torch.manual_seed(initial_weights_seed(config, modality, data.train.shape[1]))
@@ -167,31 +176,40 @@ class ModalityAgent:
         if instruction.mixed_barycenter is None and self.batch_round != instruction.round:
             self.sample_batch(instruction.round, instruction.batch_size, instruction.seed)
         projected = gradient = None
+        weights, uptake = self.weights, {}
         if instruction.mixed_barycenter is not None:
             target = project_to_modality(instruction.mixed_barycenter.astype(np.float64), instruction.plan)
             projected = torch.from_numpy(target.astype(np.float32))
+            if self.config["target-flow"] or self.config["target-guard"]:
+                inputs = self.data.train[self.batch_indices]
+                uptake = uptake_weight(inputs, self.encode(inputs), target, self.n_clusters, self.k,
+                                       instruction.seed + instruction.round, self.config["target-flow"],
+                                       self.config["target-guard"])
+                weights = replace(weights, beta=weights.beta * uptake["target_weight"])
         if instruction.server_gradient is not None:
             gradient = torch.from_numpy(instruction.server_gradient)
         generator = torch.Generator().manual_seed(
             int(np.random.default_rng([instruction.seed, self.modality, instruction.round, 1]).integers(2**31)))
         for module in self.modules.values():
             module.train()
-        steps = [self.step(self.batch_indices, generator, projected, gradient)
+        steps = [self.step(self.batch_indices, generator, projected, gradient, weights)
                  for _ in range(self.config["local-steps"])]
         fresh = np.random.default_rng([instruction.seed, self.modality, instruction.round, 6])
         for _ in range(self.own_steps()):
             self.step(np.sort(fresh.choice(len(self.data.train), self.own_batch_size(), replace=False)), generator)
-        return steps[0]
+        return {**steps[0], **uptake}
 
     def step(self, rows: np.ndarray, generator: torch.Generator, projected: torch.Tensor | None = None,
-             gradient: torch.Tensor | None = None) -> dict[str, float]:
+             gradient: torch.Tensor | None = None, weights: LossWeights | None = None) -> dict[str, float]:
         """One optimiser step of the local loss on training ``rows`` (the mix terms only with the
-        kept batch's ``projected`` Z~_m and server ``gradient``); returns its terms."""
+        kept batch's ``projected`` Z~_m and server ``gradient``, the target's pull weighted as this
+        round's uptake decided: ``weights``, else the agent's); returns its terms."""
+        weights = weights or self.weights
         x = torch.from_numpy(self.data.train[rows])
         self.optimiser.zero_grad()
         codes, reconstruction = self.model(x)
-        decoded_mix = self.model.decode(projected) if projected is not None and self.weights.decode_mix else None
-        terms = local_loss(x, codes, reconstruction, self.weights, projected, decoded_mix, gradient, generator,
+        decoded_mix = self.model.decode(projected) if projected is not None and weights.decode_mix else None
+        terms = local_loss(x, codes, reconstruction, weights, projected, decoded_mix, gradient, generator,
                            self.neighbour_codes(rows, generator))
         if self.predictor is not None:
             targets = torch.from_numpy(self.data.train_targets[rows])
@@ -208,8 +226,7 @@ class ModalityAgent:
         if not self.weights.neighbour:
             return None
         if self.neighbours is None:
-            k = neighbour_count(self.config, len(self.data.train), self.config["n-clusters"] or self.data.n_classes)
-            self.neighbours = nearest_neighbours(self.data.train, k).astype(np.int32)
+            self.neighbours = nearest_neighbours(self.data.train, self.k).astype(np.int32)
         candidates = self.neighbours[rows]
         pick = torch.randint(candidates.shape[1], (len(rows),), generator=generator).numpy()
         return self.model.encode(torch.from_numpy(self.data.train[candidates[np.arange(len(rows)), pick]]))

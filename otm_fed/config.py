@@ -96,6 +96,14 @@ KEYS: dict[str, Key] = {
     "beta": Key(1.0, "weight of the latent matching ||f_m(X_m) - Z~_m||^2, eq. 6", minimum=0),
     "eta": Key(0.0, "weight of the server's regulariser gradient G_m, eq. 7 (0: off; > 0 loads torch on the "
                "server)", minimum=0),
+    # How an agent takes up its target Z~_m (otm_fed/uptake.py)
+    "target-pull": Key("squared", "how the target pulls the codes: squared (eq. 6's beta ||f_m(X_m) - Z~_m||^2), "
+                       "contrastive (each code nearer its own target than the others'), neighbours (the target's "
+                       "neighbours become positives)", choices=("squared", "contrastive", "neighbours")),
+    "target-flow": Key(False, "an agent takes from its target in proportion to how much better clustered the "
+                       "target is than its own codes (label-free, per round)"),
+    "target-guard": Key(False, "an agent refuses a target whose neighbourhoods agree with its own input rows' "
+                        "no better than chance (label-free, per round)"),
     "mmd-weight": Key(0.0, "weight of the WAE-MMD prior penalty on the codes (Tolstikhin et al.)", minimum=0),
     "decode-mix": Key(False, "also reconstruct X_m from the decoded mix g_m(Z~_m), as the paper's public code does"),
     # Frame alignment and the gate (docs/findings/alignment-and-gate.md)

@@ -1,0 +1,84 @@
+"""How an agent takes up its target Z~_m (eq. 4): how it pulls, how much, and whether at all.
+
+The paper pulls every agent toward its target alike, ``beta ||f_m(X_m) - Z~_m||^2`` (eq. 6). A
+target helps a view that is worse than it and drags one that is better, so an agent here can
+judge the target on its own rows, without labels, before it takes it up:
+
+* ``pull = "contrastive"``: row i's target is its positive among the batch's targets, InfoNCE
+  with the neighbour term's Cauchy kernel on standardised codes and targets, so the pull does not
+  depend on the scale of either (``losses.target_contrastive_loss``).
+* ``flow``: the agent takes from the target in proportion to how much better clustered the
+  target is than its own codes (``flow_weight``): a strong view is not pulled toward a weaker mix.
+* ``guard``: the agent takes no target whose neighbourhoods agree with its own input's no better
+  than chance (``neighbour_agreement``): a target built on a wrong correspondence carries nothing
+  of the agent's own rows.
+
+numpy and scikit-learn only (imported where used), so the statistics cost a k-means of the kept
+batch (N_m rows) per round.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+GUARD_Z = 2.0  # "clearly above chance": the agreement more than two standard errors above its null
+
+
+def batch_neighbours(points: np.ndarray, k: int) -> np.ndarray:
+    """Each row's k nearest other rows (N x k ids) in Euclidean distance."""
+    squared = ((points[:, None, :] - points[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(squared, np.inf)
+    return np.argsort(squared, axis=1, kind="stable")[:, :k]
+
+
+def neighbour_agreement(a: np.ndarray, b: np.ndarray, k: int) -> tuple[float, float]:
+    """(mean overlap of the k-NN sets of a and b, row by row, as a share of k; its z-score against
+    unrelated rows). Unrelated k-NN sets of N - 1 candidates overlap by k / (N - 1) on average
+    (hypergeometric), with variance k (k/(N-1)) (1 - k/(N-1)) (N-1-k)/(N-2) / k^2 per row; the
+    N rows are treated as independent, so the z-score is the mean's distance from k / (N - 1) in
+    standard errors of a mean of N rows."""
+    n = len(a)
+    k = min(k, n - 2)
+    ids_a, ids_b = batch_neighbours(a, k), batch_neighbours(b, k)
+    overlap = np.array([len(np.intersect1d(row_a, row_b, assume_unique=True)) for row_a, row_b in zip(ids_a, ids_b)])
+    share = overlap / k
+    p = k / (n - 1)
+    variance = p * (1 - p) * (n - 1 - k) / (n - 2) / k
+    return float(share.mean()), float((share.mean() - p) / np.sqrt(variance / n))
+
+
+def cluster_strength(points: np.ndarray, n_clusters: int, seed: int) -> float:
+    """The silhouette of a seeded k-means of ``points`` into C clusters: about 1 for tight,
+    separated groups, about 0 for points without cluster structure. Label-free."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    n_clusters = min(n_clusters, len(points) - 1)
+    if n_clusters < 2:
+        return 0.0
+    labels = KMeans(n_clusters, n_init=3, random_state=seed).fit_predict(points)
+    return float(silhouette_score(points, labels)) if len(np.unique(labels)) > 1 else 0.0
+
+
+def flow_weight(codes: np.ndarray, target: np.ndarray, n_clusters: int, seed: int) -> float:
+    """w_m in [0, 1]: the share by which the target's cluster strength s(Z~_m) exceeds the codes'
+    own s(f_m(X_m)), (s(Z~) - s(Z)) / s(Z~), 0 when the target is no better clustered."""
+    own, offered = cluster_strength(codes, n_clusters, seed), cluster_strength(target, n_clusters, seed)
+    return float(np.clip((offered - own) / offered, 0.0, 1.0)) if offered > 0 else 0.0
+
+
+def uptake_weight(inputs: np.ndarray, codes: np.ndarray, target: np.ndarray, n_clusters: int, k: int, seed: int,
+                  flow: bool, guard: bool) -> dict[str, float]:
+    """How much of the target term the agent takes this round (``weight``, multiplying its
+    ``beta``), with the statistics it was decided on: 0 when ``guard`` finds the target's
+    neighbourhoods at chance against the agent's own input rows, else ``flow_weight`` with
+    ``flow``, else 1."""
+    readings: dict[str, float] = {}
+    weight = 1.0
+    if guard:
+        share, z = neighbour_agreement(target, inputs, k)
+        readings.update({"target_agreement": share, "target_agreement_z": z})
+        weight = 1.0 if z > GUARD_Z else 0.0
+    if flow and weight:
+        weight = flow_weight(codes, target, n_clusters, seed)
+    return {**readings, "target_weight": weight}

@@ -1,0 +1,71 @@
+"""How an agent takes up its target: the pulls, the flow weight and the guard."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import ortho_group
+
+from otm_fed.losses import LossWeights, local_loss, target_contrastive_loss, target_neighbour_loss
+from otm_fed.uptake import GUARD_Z, cluster_strength, flow_weight, neighbour_agreement, uptake_weight
+
+
+def clustered(n: int = 120, d: int = 8, c: int = 4, spread: float = 0.3, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = 3 * rng.normal(size=(c, d))
+    return centres[np.arange(n) % c] + spread * rng.normal(size=(n, d))
+
+
+def test_the_contrastive_pull_is_scale_free_lowest_at_its_own_targets_and_pulls_toward_them():
+    targets = torch.from_numpy(clustered(60)).float()
+    codes = targets + 0.5 * torch.randn(60, 8, generator=torch.Generator().manual_seed(0))
+    value = target_contrastive_loss(codes, targets)
+    assert target_contrastive_loss(7.0 * codes + 3.0, 0.2 * targets - 1.0).item() == pytest.approx(value.item(), rel=1e-5)
+    shuffled = targets[torch.randperm(60, generator=torch.Generator().manual_seed(1))]
+    assert target_contrastive_loss(targets, targets) < target_contrastive_loss(targets, shuffled)
+    codes.requires_grad_(True)
+    target_contrastive_loss(codes, targets).backward()
+    moved = codes.detach() - 0.05 * codes.grad
+    assert (moved - targets).norm(dim=1).mean() < (codes.detach() - targets).norm(dim=1).mean()
+
+
+def test_the_neighbour_pull_draws_positives_among_the_targets_neighbours():
+    targets = torch.from_numpy(clustered(60, c=3, spread=0.05)).float()
+    together = targets.clone()  # codes that already keep the targets' clusters
+    apart = together[torch.randperm(60, generator=torch.Generator().manual_seed(2))]
+    low = target_neighbour_loss(together, targets, 5, torch.Generator().manual_seed(3))
+    high = target_neighbour_loss(apart, targets, 5, torch.Generator().manual_seed(3))
+    assert low < high
+
+
+def test_the_squared_pull_is_eq_6_and_zero_at_its_target():
+    codes = torch.randn(10, 4, generator=torch.Generator().manual_seed(0))
+    terms = local_loss(codes, codes, codes, LossWeights(beta=2.0), projected_mix=codes + 1.0)
+    assert terms["latent_matching"].item() == pytest.approx(2.0 * 4.0)
+    assert local_loss(codes, codes, codes, LossWeights(), projected_mix=codes)["latent_matching"].item() == 0.0
+
+
+def test_neighbour_agreement_is_one_for_the_same_rows_and_at_chance_for_unrelated_ones():
+    x = clustered(120)
+    share, z = neighbour_agreement(x, x @ ortho_group.rvs(8, random_state=0) * 3 + 1, 5)
+    assert share == pytest.approx(1.0) and z > 20
+    rng = np.random.default_rng(1)
+    z_unrelated = [neighbour_agreement(rng.normal(size=(120, 8)), rng.normal(size=(120, 8)), 5)[1] for _ in range(20)]
+    assert abs(np.mean(z_unrelated)) < 1.0 and max(z_unrelated) < GUARD_Z + 1.5
+
+
+def test_the_guard_refuses_random_codes_and_accepts_the_views_own_rotated_codes():
+    inputs = clustered(128, d=20, c=4, seed=3)
+    codes = inputs[:, :8] + 0.1
+    rng = np.random.default_rng(4)
+    random = uptake_weight(inputs, codes, rng.normal(size=(128, 8)), 4, 5, 0, flow=False, guard=True)
+    assert random["target_weight"] == 0.0 and random["target_agreement_z"] < GUARD_Z
+    own = uptake_weight(inputs, codes, codes @ ortho_group.rvs(8, random_state=5), 4, 5, 0, flow=False, guard=True)
+    assert own["target_weight"] == 1.0 and own["target_agreement_z"] > GUARD_Z
+
+
+def test_the_flow_weight_takes_from_a_better_clustered_target_and_nothing_from_a_worse_one():
+    tight = clustered(120, spread=0.1, seed=6)
+    loose = tight + 3.0 * np.random.default_rng(7).normal(size=tight.shape)
+    assert cluster_strength(tight, 4, 0) > 0.8 > cluster_strength(loose, 4, 0)
+    assert flow_weight(tight, loose, 4, 0) == 0.0
+    assert 0.5 < flow_weight(loose, tight, 4, 0) <= 1.0
