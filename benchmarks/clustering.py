@@ -61,6 +61,7 @@ METHODS: dict[str, dict[str, str] | None] = {
     # The correspondence oracle (benchmarks/oracle.py; simulation only): true pairs, T_m = I / N, no gate.
     # Its batches are aligned in either setting: under "unaligned" it is that setting's bound.
     "otm-oracle": {"strategy": "oracle:OracleStrategy", "aligned": "true"},
+    "otm-oracle-70": {"strategy": "oracle:PartialOracleStrategy", "aligned": "true"},
 }
 # How each agent takes up its target (otm_fed/uptake.py), on any route above: "-contrastive" or
 # "-neighbours" (the pull), "-flow" and "-guard" (how much of it, and whether at all).
@@ -68,7 +69,7 @@ PULLS = {"": {}, "-contrastive": {"target-pull": "contrastive"}, "-neighbours": 
 UPTAKES = {"": {}, "-flow": {"target-flow": "true"}, "-guard": {"target-guard": "true"},
            "-flow-guard": {"target-flow": "true", "target-guard": "true"}}
 METHODS.update({f"{route}{pull}{uptake}": {**METHODS[route], **PULLS[pull], **UPTAKES[uptake]}
-                for route in ("otm", "otm-oracle", *(f"otm-anchors-{k}" for k in (10, 50)))
+                for route in ("otm", "otm-oracle", "otm-oracle-70", *(f"otm-anchors-{k}" for k in (10, 50)))
                 for pull in PULLS for uptake in UPTAKES if pull or uptake})
 SETTINGS = {"unaligned": False, "aligned": True}
 QUICK_ROUNDS = 10

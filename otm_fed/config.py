@@ -63,6 +63,9 @@ KEYS: dict[str, Key] = {
     "synthetic-dims": Key("40,30,20", "synthetic data: features of each modality, a comma list (one modality each)",
                           allowed="a comma list of positive integers"),
     "synthetic-weak-view": Key(2, "synthetic data: the modality rendered with more noise (the weak view)", minimum=0),
+    "synthetic-noise": Key(0.1, "synthetic data: standard deviation of the noise added to every view but the weak "
+                           "one", minimum=0),
+    "synthetic-weak-noise": Key(1.0, "synthetic data: standard deviation of the weak view's noise", minimum=0),
     "num-modalities": Key(0, "use the first N views of the data (0: all)", minimum=0),
     "n-clusters": Key(0, "clusters for k-means evaluation and the eq. 7 regulariser (0: the number of labels)",
                       minimum=0),

@@ -21,12 +21,13 @@ from otm_fed.supervised import fold_indices, regression_target
 
 @functools.lru_cache(maxsize=4)
 def dataset_for(dataset: str, data_dir: str, synthetic_samples: int, synthetic_clusters: int,
-                synthetic_dims: str, synthetic_weak_view: int, seed: int) -> MultiViewDataset:
+                synthetic_dims: str, synthetic_weak_view: int, seed: int, synthetic_noise: float,
+                synthetic_weak_noise: float) -> MultiViewDataset:
     """The scenario's dataset (cached per process: every message would otherwise reload it)."""
     if dataset == "synthetic":
         dims = tuple(int(d) for d in synthetic_dims.split(","))
         return make_synthetic(synthetic_samples, synthetic_clusters, dims, weak_view=synthetic_weak_view,
-                              seed=seed)
+                              noise=synthetic_noise, weak_noise=synthetic_weak_noise, seed=seed)
     return load_dataset(dataset, data_dir or None)
 
 
@@ -45,7 +46,8 @@ def with_absolute_data(config: Mapping[str, Any]) -> dict[str, Any]:
 def scenario_dataset(config: Mapping[str, Any]) -> MultiViewDataset:
     return dataset_for(config["dataset"], config["data-dir"], config["synthetic-samples"],
                        config["synthetic-clusters"], config["synthetic-dims"],
-                       config["synthetic-weak-view"], config["seed"])
+                       config["synthetic-weak-view"], config["seed"], config["synthetic-noise"],
+                       config["synthetic-weak-noise"])
 
 
 @functools.lru_cache(maxsize=4)

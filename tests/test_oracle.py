@@ -85,3 +85,14 @@ def test_headroom_probes_above_chance_on_a_separable_view_near_chance_on_noise()
         scores = oracle.probe_scores(x[train], labels[train], x[test], labels[test], seed=0)
         assert set(scores) == {"linear", "mlp"}
         assert all(low <= value <= high for value in scores.values()), scores
+
+
+def test_the_partial_oracle_pairs_exactly_its_share_of_rows_wrong():
+    plan = oracle.partly_wrong_coupling(100, 0.3, np.random.default_rng(0))
+    np.testing.assert_allclose(plan.sum(0), 0.01)
+    np.testing.assert_allclose(plan.sum(1), 0.01)
+    assert np.count_nonzero(np.diag(plan)) == 70
+    codes = [np.random.default_rng(m).normal(size=(100, 4)) for m in range(3)]
+    result = oracle.OracleMixer(wrong_share=0.3)(codes, 1)
+    assert np.count_nonzero(np.diag(result.transport_plans[0])) == 100  # the first modality's rows are the Z_B rows
+    assert all(np.count_nonzero(np.diag(plan)) == 70 for plan in result.transport_plans[1:])
