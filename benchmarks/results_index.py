@@ -135,6 +135,8 @@ COMMANDS: dict[str, str] = {
                              "--engines inprocess --rounds 120 --json results/speed-120-search.json",
     "speed-local-training.json": "python benchmarks/speed.py --scenarios orl,movies,prokaryotic,handwritten "
                                  "--engines inprocess,simulation --rounds 120 --json results/speed-local-training.json",
+    "unpaired-alignment.json": "python benchmarks/unpaired_alignment.py --datasets scgem,snare-seq --seeds 0,1,2 "
+                               "--json results/unpaired-alignment.json",
 }
 # Where a command needs more than today's code: the commit to run it at, and why.
 REMOVED = f"at {REMOVED_AT}, which still has "
