@@ -29,6 +29,7 @@ import numpy as np
 
 from otm_fed.config import DEFAULTS, gate_thresholds, load_scenario
 from otm_fed.results import CONFIG_FILE, EVAL_CODES_FILE, METRICS_FILE, read_rounds, read_summary
+from otm_fed.uptake import READINGS as UPTAKE_READINGS
 
 SCORES_PLOT, LOSSES_PLOT, TSNE_PLOT = "scores-per-round.png", "losses-per-round.png", "tsne.png"
 GATE_PLOT = "gate-per-round.png"
@@ -130,7 +131,8 @@ def plot_losses(run_dirs: list[Path], path: Path) -> None:
     plt = _pyplot()
     rows = {run_dir: read_rounds(run_dir) for run_dir in run_dirs}
     terms = list(dict.fromkeys(term for run_rows in rows.values() for row in run_rows
-                               for losses in row.get("losses", {}).values() for term in losses))
+                               for losses in row.get("losses", {}).values() for term in losses
+                               if term not in UPTAKE_READINGS))
     figure, axes = plt.subplots(1, max(len(terms), 1), figsize=(5 * max(len(terms), 1), 4.2), squeeze=False,
                                 sharex=True)
     for index, (run_dir, run_rows) in enumerate(rows.items()):

@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 
 GUARD_Z = 2.0  # "clearly above chance": the agreement more than two standard errors above its null
+READINGS = ("target_agreement", "target_agreement_z", "target_weight")
+"""What ``uptake_weight`` reports beside the loss terms of a TRAIN reply: readings, not losses."""
 
 
 def batch_neighbours(points: np.ndarray, k: int) -> np.ndarray:
