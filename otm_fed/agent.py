@@ -26,7 +26,7 @@ from otm_fed.plans import project_to_modality
 from otm_fed.protocol import TrainInstruction
 from otm_fed.scenario import ModalityData, batch_rows, view_normalisation
 from otm_fed.supervised import noisy_copies, score
-from otm_fed.uptake import uptake_weight
+from otm_fed.uptake import guard_weight
 
 BATCH_INDICES, BATCH_ROUND, NEIGHBOURS = "batch-indices", "batch-round", "neighbours"
 
@@ -180,11 +180,8 @@ class ModalityAgent:
         if instruction.mixed_barycenter is not None:
             target = project_to_modality(instruction.mixed_barycenter.astype(np.float64), instruction.plan)
             projected = torch.from_numpy(target.astype(np.float32))
-            if self.config["target-flow"] or self.config["target-guard"]:
-                inputs = self.data.train[self.batch_indices]
-                uptake = uptake_weight(inputs, self.encode(inputs), target, self.n_clusters, self.k,
-                                       instruction.seed + instruction.round, self.config["target-flow"],
-                                       self.config["target-guard"])
+            if self.config["target-guard"]:
+                uptake = guard_weight(self.data.train[self.batch_indices], target, self.k)
                 weights = replace(weights, beta=weights.beta * uptake["target_weight"])
         if instruction.server_gradient is not None:
             gradient = torch.from_numpy(instruction.server_gradient)

@@ -103,8 +103,8 @@ KEYS: dict[str, Key] = {
     "target-pull": Key("squared", "how the target pulls the codes: squared (eq. 6's beta ||f_m(X_m) - Z~_m||^2), "
                        "contrastive (each code nearer its own target than the others'), neighbours (the target's "
                        "neighbours become positives)", choices=("squared", "contrastive", "neighbours")),
-    "target-flow": Key(False, "an agent takes from its target in proportion to how much better clustered the "
-                       "target is than its own codes (label-free, per round)"),
+    "target-flow": Key(False, "a modality takes the mix back only when the other modalities' codes, carried onto "
+                       "its rows, are better clustered than its own (label-free, per round, on the server)"),
     "target-guard": Key(False, "an agent refuses a target whose neighbourhoods agree with its own input rows' "
                         "no better than chance (label-free, per round)"),
     "mmd-weight": Key(0.0, "weight of the WAE-MMD prior penalty on the codes (Tolstikhin et al.)", minimum=0),

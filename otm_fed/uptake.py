@@ -7,13 +7,15 @@ judge the target on its own rows, without labels, before it takes it up:
 * ``pull = "contrastive"``: row i's target is its positive among the batch's targets, InfoNCE
   with the neighbour term's Cauchy kernel on standardised codes and targets, so the pull does not
   depend on the scale of either (``losses.target_contrastive_loss``).
-* ``flow``: the agent takes from the target in proportion to how much better clustered the
-  target is than its own codes (``flow_weight``): a strong view is not pulled toward a weaker mix.
+* the direction of flow (``target-flow``, decided by the server, which holds every modality's
+  codes): a modality takes the mix back only when the others' codes, carried onto its rows, are
+  better clustered than its own (``cluster_strength``): a strong view is not pulled toward a
+  weaker mix.
 * ``guard``: the agent takes no target whose neighbourhoods agree with its own input's no better
   than chance (``neighbour_agreement``): a target built on a wrong correspondence carries nothing
   of the agent's own rows.
 
-numpy and scikit-learn only (imported where used), so the statistics cost a k-means of the kept
+numpy and scikit-learn only (imported where used); each statistic costs about a k-means of one
 batch (N_m rows) per round.
 """
 
@@ -62,25 +64,9 @@ def cluster_strength(points: np.ndarray, n_clusters: int, seed: int) -> float:
     return float(silhouette_score(points, labels)) if len(np.unique(labels)) > 1 else 0.0
 
 
-def flow_weight(codes: np.ndarray, target: np.ndarray, n_clusters: int, seed: int) -> float:
-    """w_m in [0, 1]: the share by which the target's cluster strength s(Z~_m) exceeds the codes'
-    own s(f_m(X_m)), (s(Z~) - s(Z)) / s(Z~), 0 when the target is no better clustered."""
-    own, offered = cluster_strength(codes, n_clusters, seed), cluster_strength(target, n_clusters, seed)
-    return float(np.clip((offered - own) / offered, 0.0, 1.0)) if offered > 0 else 0.0
-
-
-def uptake_weight(inputs: np.ndarray, codes: np.ndarray, target: np.ndarray, n_clusters: int, k: int, seed: int,
-                  flow: bool, guard: bool) -> dict[str, float]:
-    """How much of the target term the agent takes this round (``weight``, multiplying its
-    ``beta``), with the statistics it was decided on: 0 when ``guard`` finds the target's
-    neighbourhoods at chance against the agent's own input rows, else ``flow_weight`` with
-    ``flow``, else 1."""
-    readings: dict[str, float] = {}
-    weight = 1.0
-    if guard:
-        share, z = neighbour_agreement(target, inputs, k)
-        readings.update({"target_agreement": share, "target_agreement_z": z})
-        weight = 1.0 if z > GUARD_Z else 0.0
-    if flow and weight:
-        weight = flow_weight(codes, target, n_clusters, seed)
-    return {**readings, "target_weight": weight}
+def guard_weight(inputs: np.ndarray, target: np.ndarray, k: int) -> dict[str, float]:
+    """Whether the agent takes its target this round (``target_weight``, 1 or 0, multiplying its
+    ``beta``), with what it was decided on: the target's k-NN agreement with the agent's own
+    input rows (``neighbour_agreement``) must lie more than GUARD_Z standard errors above chance."""
+    share, z = neighbour_agreement(target, inputs, k)
+    return {"target_agreement": share, "target_agreement_z": z, "target_weight": float(z > GUARD_Z)}

@@ -43,6 +43,7 @@ from otm_fed.protocol import (
     train_request,
 )
 from otm_fed.supervised import SCORE_OF_TASK, late_fusion, parse_noise_levels, score
+from otm_fed.uptake import cluster_strength
 from otm_fed.results import EVAL_CODES_FILE, GATE_CLOSED, NO_MIXING_BY_DESIGN, NO_PARTNER, RunRecorder, read_rounds
 from otm_fed_flwr.records import from_records, payload_bytes, to_records
 from server.replies import send_and_receive
@@ -56,6 +57,13 @@ NODE_WAIT_SECONDS = 120.0
 def mixer_from_config(config: Mapping[str, Any]) -> OTMixer:
     return OTMixer(alpha=config["alpha"], barycenter_size=config["barycenter-size"] or None,
                    mask_mode=config["mask"], max_outer=config["max-outer"])
+
+
+def received_mix(row: Mapping[str, Any]) -> list[int]:
+    """The modalities whose TRAIN carried the mix in a round's metrics row (rows written before
+    ``received`` was logged: every modality in the mix)."""
+    mixer = row.get("mixer", {})
+    return mixer.get("received", mixer.get("modalities", []))
 
 
 class OTMStrategy(Strategy):
@@ -96,6 +104,8 @@ class OTMStrategy(Strategy):
         self.mix_result: MixResult | None = None
         self.alignment: FrameAlignment | None = None
         self.mixed_modalities: list[int] = []  # the modalities in this round's mix, in order
+        self.receiving: list[int] = []  # the mixed modalities whose TRAIN carries the mix back (target-flow)
+        self.flow_readings: dict[int, tuple[float, float]] = {}  # m -> (s(own codes), s(others' codes)) this round
         self.mixed_codes: dict[int, np.ndarray] = {}  # their codes as mixed: phi_m(Z_m), or Z_m without alignment
         self.rotations: dict[int, np.ndarray] = {}  # modality -> Q_m of its frame map (align = procrustes)
         self.gate = ConfidenceGate(gate_thresholds(self.config), self.config["gate-window"])
@@ -143,6 +153,27 @@ class OTMStrategy(Strategy):
         return self.gate.admit({m: alignment.readings[m] for m in modalities if m != alignment.reference},
                                alignment.reference)
 
+    def receiving_modalities(self, server_round: int) -> list[int]:
+        """The mixed modalities that take the mix back this round: all, or with ``target-flow``
+        those whose codes the other modalities could teach (``flow_readings``): the others' codes,
+        carried onto m's rows through the plans, N_m T_m^T mean_{o != m} N_B T_o phi_o(Z_o), are
+        better clustered than m's own phi_m(Z_m) (``otm_fed.uptake.cluster_strength``, label-free).
+        The others still mix m's codes: a modality that gives without taking is a teacher."""
+        if not self.config["target-flow"] or self.mix_result is None:
+            self.flow_readings = {}
+            return list(self.mixed_modalities)
+        plans, codes = self.mix_result.transport_plans, [self.mixed_codes[m] for m in self.mixed_modalities]
+        carried = [len(plan) * (plan @ z) for plan, z in zip(plans, codes)]  # N_B T_o phi_o(Z_o)
+        seed = self.round_seed(server_round)
+        self.flow_readings = {}
+        for index, modality in enumerate(self.mixed_modalities):
+            others = np.mean([rows for other, rows in enumerate(carried) if other != index], axis=0)
+            plan = plans[index]
+            onto_own = plan.shape[1] * (plan.T @ others)
+            self.flow_readings[modality] = (cluster_strength(codes[index], self.n_clusters, seed),
+                                            cluster_strength(onto_own, self.n_clusters, seed))
+        return [m for m in self.mixed_modalities if self.flow_readings[m][1] > self.flow_readings[m][0]]
+
     def server_gradients(self, codes: Mapping[int, np.ndarray], result: MixResult) -> list[np.ndarray] | None:
         """G_m = d GW(K(Z~_B), I_C) / d Z_m (eq. 7) for the mixed modalities (``codes`` as mixed),
         or None when the regulariser is off."""
@@ -173,13 +204,14 @@ class OTMStrategy(Strategy):
         return self.evaluate_payload(server_round) if piggybacked and self.evaluation_due(server_round) else None
 
     def train_payloads(self, server_round: int) -> dict[int, Payload]:
-        """TRAIN for every modality that sent codes: to each mixed one Z~_B in its own frame, its own
-        plan and its gradient; to a gated one (or all, when no mix was made) no mix: it trains alone."""
+        """TRAIN for every modality that sent codes: to each one that takes the mix back
+        (``receiving_modalities``) Z~_B in its own frame, its own plan and its gradient; to the
+        others (gated, teachers, or all when no mix was made) no mix: they train alone."""
         gradients = self.server_gradients(self.mixed_codes, self.mix_result) if self.mix_result is not None else None
         payloads = {}
         for modality in sorted(self.codes):
             barycenter = plan = gradient = None
-            if modality in self.mixed_modalities:
+            if modality in self.receiving:
                 index = self.mixed_modalities.index(modality)
                 barycenter, plan = self.own_frame(modality, self.mix_result.mixed_barycenter), \
                     self.mix_result.transport_plans[index]
@@ -228,6 +260,7 @@ class OTMStrategy(Strategy):
         self.mixed_modalities = self.gated_modalities(self.alignment, self.codes)
         self.mixed_codes = {m: self.common_codes(m) for m in self.mixed_modalities}
         self.mix_result = self.mix(server_round, self.mixed_codes) if self.mixed_codes else None
+        self.receiving = self.receiving_modalities(server_round)
         payloads = self.train_payloads(server_round)
         self.row["seconds"]["mix"] = time.perf_counter() - start
         for modality, payload in payloads.items():
@@ -502,7 +535,7 @@ class OTMStrategy(Strategy):
         first: dict[int, int] = {}
         rows = read_rounds(self.recorder.run_dir) if self.recorder.metrics_path.is_file() else []
         for row in rows:
-            for modality in row.get("mixer", {}).get("modalities", []):
+            for modality in received_mix(row):
                 first.setdefault(int(modality), row["round"])
         return first
 
@@ -532,8 +565,11 @@ class OTMStrategy(Strategy):
         if self.mix_result is not None:
             result = self.mix_result.barycenter
             self.row["mixer"] = {"objective": result.objective, "initial_objective": result.initial_objective,
-                                 "modalities": self.mixed_modalities}
-            for modality in self.mixed_modalities:
+                                 "modalities": self.mixed_modalities, "received": self.receiving}
+            if self.flow_readings:
+                self.row["mixer"]["flow"] = {str(m): {"own": own, "others": others}
+                                             for m, (own, others) in self.flow_readings.items()}
+            for modality in self.receiving:
                 self.first_mixed.setdefault(modality, server_round)
         alignment = self.alignment_diagnostic(server_round)
         if alignment is not None:
@@ -556,7 +592,7 @@ class OTMStrategy(Strategy):
             first = row["seconds"].get("query", row["seconds"].get("train", 0.0))
             line += f" (first exchange {first:.2f} s, including the agents' start-up)"
         if self.mixes:
-            line += f"  mixed {len(row.get('mixer', {}).get('modalities', []))} of {self.n_modalities} modalities"
+            line += f"  mixed {len(received_mix(row))} of {self.n_modalities} modalities"
         if "eval" in row and self.config["task"] != "clustering":
             name = SCORE_OF_TASK[self.config["task"]]
             line += f"  {name} " + " ".join(f"{value:.4f}" for value in row["eval"][f"{name}_per_modality"])

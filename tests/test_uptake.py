@@ -6,7 +6,10 @@ import torch
 from scipy.stats import ortho_group
 
 from otm_fed.losses import LossWeights, local_loss, target_contrastive_loss, target_neighbour_loss
-from otm_fed.uptake import GUARD_Z, cluster_strength, flow_weight, neighbour_agreement, uptake_weight
+from otm_fed.config import resolve_config
+from otm_fed.mixer import MixResult
+from otm_fed.uptake import GUARD_Z, cluster_strength, guard_weight, neighbour_agreement
+from server.strategy import OTMStrategy
 
 
 def clustered(n: int = 120, d: int = 8, c: int = 4, spread: float = 0.3, seed: int = 0) -> np.ndarray:
@@ -56,16 +59,24 @@ def test_neighbour_agreement_is_one_for_the_same_rows_and_at_chance_for_unrelate
 def test_the_guard_refuses_random_codes_and_accepts_the_views_own_rotated_codes():
     inputs = clustered(128, d=20, c=4, seed=3)
     codes = inputs[:, :8] + 0.1
-    rng = np.random.default_rng(4)
-    random = uptake_weight(inputs, codes, rng.normal(size=(128, 8)), 4, 5, 0, flow=False, guard=True)
+    random = guard_weight(inputs, np.random.default_rng(4).normal(size=(128, 8)), 5)
     assert random["target_weight"] == 0.0 and random["target_agreement_z"] < GUARD_Z
-    own = uptake_weight(inputs, codes, codes @ ortho_group.rvs(8, random_state=5), 4, 5, 0, flow=False, guard=True)
+    own = guard_weight(inputs, codes @ ortho_group.rvs(8, random_state=5), 5)
     assert own["target_weight"] == 1.0 and own["target_agreement_z"] > GUARD_Z
 
 
-def test_the_flow_weight_takes_from_a_better_clustered_target_and_nothing_from_a_worse_one():
+def test_the_flow_sends_the_mix_back_only_to_the_modality_the_others_can_teach():
+    """Modality 0 holds tight clusters, modality 1 the same rows loosely: through the true plans
+    the others' codes are better clustered than 1's own and worse than 0's, so 1 takes the mix
+    back and 0 only gives (a teacher); without target-flow both take it."""
     tight = clustered(120, spread=0.1, seed=6)
     loose = tight + 3.0 * np.random.default_rng(7).normal(size=tight.shape)
     assert cluster_strength(tight, 4, 0) > 0.8 > cluster_strength(loose, 4, 0)
-    assert flow_weight(tight, loose, 4, 0) == 0.0
-    assert 0.5 < flow_weight(loose, tight, 4, 0) <= 1.0
+    for flow, receiving in (("false", [0, 1]), ("true", [1])):
+        strategy = OTMStrategy(resolve_config("synthetic", {"target-flow": flow}), n_modalities=2, n_clusters=4,
+                               progress=lambda line: None)
+        strategy.mixed_modalities, strategy.mixed_codes = [0, 1], {0: tight, 1: loose}
+        strategy.mix_result = MixResult((tight + loose) / 2, [np.eye(120) / 120] * 2, np.ones((2, 120, 8)), None)
+        assert strategy.receiving_modalities(server_round=1) == receiving
+    # Through the true plans, the others' codes onto 0's rows are 1's codes and vice versa.
+    assert strategy.flow_readings[0] == pytest.approx(strategy.flow_readings[1][::-1])
