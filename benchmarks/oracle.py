@@ -19,6 +19,10 @@ rows, beside raw k-means ACC of the view; with ``--runs`` (a ``benchmarks/cluste
 each method's per-view ACC and its gain over local-only as a fraction of ceiling - local-only.
 
     python benchmarks/oracle.py headroom --datasets synthetic,orl,... --seeds 36,37 [--runs PATH] --json PATH
+
+``views``: per data set, method and view, the paired difference to local-only on aligned batches.
+
+    python benchmarks/oracle.py views results/mixing-*.json
 """
 
 from __future__ import annotations
@@ -252,6 +256,35 @@ def headroom_table(entries: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def view_table(rows: Sequence[Mapping[str, Any]], baseline: str = "local-only") -> str:
+    """Per data set, method and view: mean ACC and the paired per-seed difference to ``baseline``
+    run on aligned batches (the oracle's batches are aligned, so the pairing compares the same
+    batches), with its standard error and verdict (clearly above / below: more than two standard
+    errors from 0). Rows: ``benchmarks/clustering.py`` JSON rows of any setting."""
+    base = {(r["dataset"], r["seed"]): np.array(r["acc_per_modality"]) for r in rows
+            if r["method"] == baseline and r["aligned"]}
+    lines = ["| data set | method | seeds | ACC per view | minus aligned local-only, per view | mean |", "|---|---|---|---|---|---|"]
+    methods = sorted({(r["dataset"], r["method"]) for r in rows if r["method"] != baseline})
+    for dataset, method in methods:
+        paired = [(np.array(r["acc_per_modality"]), base[(dataset, r["seed"])]) for r in rows
+                  if (r["dataset"], r["method"]) == (dataset, method) and (dataset, r["seed"]) in base]
+        if len(paired) < 2:
+            continue
+        acc = np.mean([own for own, _ in paired], axis=0)
+        diffs = np.array([own - alone for own, alone in paired])
+        mean, error = diffs.mean(0), diffs.std(0, ddof=1) / np.sqrt(len(diffs))
+
+        def verdict(m: float, e: float) -> str:
+            return "above" if m > 2 * e and m > 0 else "below" if m < -2 * e and m < 0 else "tie"
+
+        views = ", ".join(f"{m:+.3f} ± {e:.3f} {verdict(m, e)}" for m, e in zip(mean, error))
+        total = diffs.mean(1)
+        total_error = total.std(ddof=1) / np.sqrt(len(total))
+        lines.append(f"| {dataset} | {method} | {len(diffs)} | {' '.join(f'{a:.3f}' for a in acc)} | {views} | "
+                     f"{total.mean():+.4f} ± {total_error:.4f} {verdict(total.mean(), total_error)} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -261,7 +294,15 @@ def main(argv: list[str] | None = None) -> int:
     room.add_argument("--runs", type=Path, help="a benchmarks/clustering.py JSON: per-view ACC of its methods")
     room.add_argument("--data-dir", default="")
     room.add_argument("--json", help="write the entries here")
+    views = commands.add_parser("views", help="per-view paired differences to local-only on aligned batches")
+    views.add_argument("files", nargs="+", type=Path, help="benchmarks/clustering.py JSON files, read together")
     args = parser.parse_args(argv)
+    if args.command == "views":
+        missing = [str(path) for path in args.files if not path.is_file()]
+        if missing:
+            parser.error(f"no such file: {', '.join(missing)}")
+        print(view_table([row for path in args.files for row in json.loads(path.read_text())]))
+        return 0
     if args.runs is not None and not args.runs.is_file():
         parser.error(f"no such file: {args.runs}")
     try:

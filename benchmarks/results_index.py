@@ -135,6 +135,21 @@ COMMANDS: dict[str, str] = {
                              "--engines inprocess --rounds 120 --json results/speed-120-search.json",
     "speed-local-training.json": "python benchmarks/speed.py --scenarios orl,movies,prokaryotic,handwritten "
                                  "--engines inprocess,simulation --rounds 120 --json results/speed-local-training.json",
+    "mixing-oracle-seeds36-37.json": f"{CLUSTERING} {ALL_SETS} --methods local-only,otm-oracle,otm-oracle-contrastive "
+                                     "--settings unaligned --seeds 2 --first-seed 36 --jobs 2 "
+                                     "--json results/mixing-oracle-seeds36-37.json",
+    "mixing-aligned-local-only-seeds36-37.json": f"{CLUSTERING} --datasets synthetic,prokaryotic,handwritten,orl,movies,"
+                                                 "scenarios/synthetic-strong-weak.toml,scenarios/synthetic-two-strong.toml "
+                                                 "--methods local-only --settings aligned --seeds 2 --first-seed 36 "
+                                                 "--json results/mixing-aligned-local-only-seeds36-37.json",
+    "mixing-scenarios-seeds36-37.json": f"{CLUSTERING} --datasets scenarios/synthetic-strong-weak.toml,"
+                                        "scenarios/synthetic-two-strong.toml --methods local-only,otm-oracle,"
+                                        "otm-oracle-guard,otm-oracle-contrastive,otm-oracle-70,otm-oracle-70-guard,"
+                                        "otm-oracle-70-contrastive --settings unaligned --seeds 2 --first-seed 36 "
+                                        "--json results/mixing-scenarios-seeds36-37.json",
+    "mixing-flow-seeds36-37.json": f"{CLUSTERING} {ALL_SETS} --methods otm-oracle-flow,otm-oracle-contrastive-flow "
+                                   "--settings unaligned --seeds 2 --first-seed 36 --jobs 2 "
+                                   "--json results/mixing-flow-seeds36-37.json",
     "unpaired-alignment.json": "python benchmarks/unpaired_alignment.py --datasets scgem,snare-seq --seeds 0,1,2 "
                                "--json results/unpaired-alignment.json",
 }

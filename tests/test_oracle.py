@@ -96,3 +96,15 @@ def test_the_partial_oracle_pairs_exactly_its_share_of_rows_wrong():
     result = oracle.OracleMixer(wrong_share=0.3)(codes, 1)
     assert np.count_nonzero(np.diag(result.transport_plans[0])) == 100  # the first modality's rows are the Z_B rows
     assert all(np.count_nonzero(np.diag(plan)) == 70 for plan in result.transport_plans[1:])
+
+
+def test_the_view_table_pairs_each_seed_with_local_only_on_aligned_batches():
+    def row(method, seed, accs, aligned):
+        return {"dataset": "d", "method": method, "seed": seed, "aligned": aligned, "acc_per_modality": accs}
+
+    rows = [row("local-only", 1, [0.5, 0.9], True), row("local-only", 2, [0.6, 0.9], True),
+            row("local-only", 1, [0.0, 0.0], False),  # unaligned batches: not the oracle's baseline
+            row("otm-oracle", 1, [0.7, 0.9], False), row("otm-oracle", 2, [0.8, 0.8], False)]
+    line = oracle.view_table(rows).splitlines()[2]
+    assert line == ("| d | otm-oracle | 2 | 0.750 0.850 | +0.200 ± 0.000 above, -0.050 ± 0.050 tie | "
+                    "+0.0750 ± 0.0250 above |")
