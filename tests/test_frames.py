@@ -147,6 +147,7 @@ def test_strategy_sends_each_agent_the_mix_in_its_own_frame_and_gates_the_unalig
     assert otm.mixed_modalities == [0, 1]
     otm.mixed_codes = {m: otm.common_codes(m) for m in otm.mixed_modalities}
     otm.mix_result = otm.mix(1, otm.mixed_codes)
+    otm.receiving = otm.receiving_modalities(1)
     payloads = otm.train_payloads(1)
     assert not payloads[2].arrays  # trains alone this round
     for m, codes in ((0, z0), (1, z1)):
