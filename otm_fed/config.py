@@ -103,8 +103,9 @@ KEYS: dict[str, Key] = {
     "target-pull": Key("squared", "how the target pulls the codes: squared (eq. 6's beta ||f_m(X_m) - Z~_m||^2), "
                        "contrastive (each code nearer its own target than the others'), neighbours (the target's "
                        "neighbours become positives)", choices=("squared", "contrastive", "neighbours")),
-    "target-flow": Key(False, "a modality takes the mix back only when the other modalities' codes, carried onto "
-                       "its rows, are better clustered than its own (label-free, per round, on the server)"),
+    "target-flow": Key(False, "a modality takes the mix back only while the other modalities' codes, carried onto "
+                       "its rows, were better clustered than its own over the last gate-window rounds (label-free, "
+                       "on the server)"),
     "target-guard": Key(False, "an agent refuses a target whose neighbourhoods agree with its own input rows' "
                         "no better than chance (label-free, per round)"),
     "mmd-weight": Key(0.0, "weight of the WAE-MMD prior penalty on the codes (Tolstikhin et al.)", minimum=0),

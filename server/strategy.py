@@ -106,6 +106,7 @@ class OTMStrategy(Strategy):
         self.mixed_modalities: list[int] = []  # the modalities in this round's mix, in order
         self.receiving: list[int] = []  # the mixed modalities whose TRAIN carries the mix back (target-flow)
         self.flow_readings: dict[int, tuple[float, float]] = {}  # m -> (s(own codes), s(others' codes)) this round
+        self.flow_history: dict[int, list[float]] = {}  # m -> its last gate-window readings of s(others) - s(own)
         self.mixed_codes: dict[int, np.ndarray] = {}  # their codes as mixed: phi_m(Z_m), or Z_m without alignment
         self.rotations: dict[int, np.ndarray] = {}  # modality -> Q_m of its frame map (align = procrustes)
         self.gate = ConfidenceGate(gate_thresholds(self.config), self.config["gate-window"])
@@ -155,9 +156,10 @@ class OTMStrategy(Strategy):
 
     def receiving_modalities(self, server_round: int) -> list[int]:
         """The mixed modalities that take the mix back this round: all, or with ``target-flow``
-        those whose codes the other modalities could teach (``flow_readings``): the others' codes,
-        carried onto m's rows through the plans, N_m T_m^T mean_{o != m} N_B T_o phi_o(Z_o), are
-        better clustered than m's own phi_m(Z_m) (``otm_fed.uptake.cluster_strength``, label-free).
+        those whose codes the other modalities could teach: over the last ``gate-window`` rounds
+        (a full window, as the gate decides), the others' codes carried onto m's rows through the
+        plans, N_m T_m^T mean_{o != m} N_B T_o phi_o(Z_o), were on average better clustered than
+        m's own phi_m(Z_m) (``otm_fed.uptake.cluster_strength``, label-free; ``flow_readings``).
         The others still mix m's codes: a modality that gives without taking is a teacher."""
         if not self.config["target-flow"] or self.mix_result is None:
             self.flow_readings = {}
@@ -172,7 +174,11 @@ class OTMStrategy(Strategy):
             onto_own = plan.shape[1] * (plan.T @ others)
             self.flow_readings[modality] = (cluster_strength(codes[index], self.n_clusters, seed),
                                             cluster_strength(onto_own, self.n_clusters, seed))
-        return [m for m in self.mixed_modalities if self.flow_readings[m][1] > self.flow_readings[m][0]]
+        window = self.config["gate-window"]
+        for modality, (own, others) in self.flow_readings.items():
+            self.flow_history[modality] = (self.flow_history.get(modality, []) + [others - own])[-window:]
+        return [m for m in self.mixed_modalities
+                if len(self.flow_history[m]) == window and np.mean(self.flow_history[m]) > 0]
 
     def server_gradients(self, codes: Mapping[int, np.ndarray], result: MixResult) -> list[np.ndarray] | None:
         """G_m = d GW(K(Z~_B), I_C) / d Z_m (eq. 7) for the mixed modalities (``codes`` as mixed),
@@ -504,12 +510,13 @@ class OTMStrategy(Strategy):
         """What the next round needs besides the agents' own checkpoints. The server's randomness
         is a pure function of (seed, round) (``round_seed``), so the round is its RNG state;
         piggy-backed codes are not kept: a resumed round QUERYs them again, bit for bit. The frame
-        rotations Q_m are kept (as JSON floats, which round-trip exactly), the gate's state, and the
-        round each modality first mixed."""
+        rotations Q_m are kept (as JSON floats, which round-trip exactly), the gate's state, the
+        flow's window of readings, and the round each modality first mixed."""
         return {"round": server_round, "seed": self.config["seed"], "wall_seconds": wall_seconds,
                 "failure_counts": {str(node): count for node, count in self.failure_counts.items()},
                 "rotations": {str(m): rotation.tolist() for m, rotation in sorted(self.rotations.items())},
                 "gate": self.gate.state(),
+                "flow": {str(m): values for m, values in sorted(self.flow_history.items())},
                 "first_mixed": {str(m): r for m, r in sorted(self.first_mixed.items())}}
 
     def restore(self) -> tuple[int, float]:
@@ -523,6 +530,7 @@ class OTMStrategy(Strategy):
         self.failure_counts = {int(node): count for node, count in state["failure_counts"].items()}
         self.rotations = {int(m): np.array(rotation) for m, rotation in state.get("rotations", {}).items()}
         self.gate.restore(state.get("gate", {}))
+        self.flow_history = {int(m): [float(v) for v in values] for m, values in state.get("flow", {}).items()}
         self.first_mixed = ({int(m): r for m, r in state["first_mixed"].items()} if "first_mixed" in state
                             else self.first_mixed_from_rows())
         log.info("resuming after round %d", state["round"])

@@ -67,16 +67,18 @@ def test_the_guard_refuses_random_codes_and_accepts_the_views_own_rotated_codes(
 
 def test_the_flow_sends_the_mix_back_only_to_the_modality_the_others_can_teach():
     """Modality 0 holds tight clusters, modality 1 the same rows loosely: through the true plans
-    the others' codes are better clustered than 1's own and worse than 0's, so 1 takes the mix
-    back and 0 only gives (a teacher); without target-flow both take it."""
+    the others' codes are better clustered than 1's own and worse than 0's, so once a window of
+    readings is full 1 takes the mix back and 0 only gives (a teacher); without target-flow both
+    take it every round."""
     tight = clustered(120, spread=0.1, seed=6)
     loose = tight + 3.0 * np.random.default_rng(7).normal(size=tight.shape)
     assert cluster_strength(tight, 4, 0) > 0.8 > cluster_strength(loose, 4, 0)
-    for flow, receiving in (("false", [0, 1]), ("true", [1])):
-        strategy = OTMStrategy(resolve_config("synthetic", {"target-flow": flow}), n_modalities=2, n_clusters=4,
-                               progress=lambda line: None)
+    for flow, receiving in (("false", [[0, 1], [0, 1], [0, 1]]), ("true", [[], [], [1]])):
+        strategy = OTMStrategy(resolve_config("synthetic", {"target-flow": flow, "gate-window": "3"}), n_modalities=2,
+                               n_clusters=4, progress=lambda line: None)
         strategy.mixed_modalities, strategy.mixed_codes = [0, 1], {0: tight, 1: loose}
         strategy.mix_result = MixResult((tight + loose) / 2, [np.eye(120) / 120] * 2, np.ones((2, 120, 8)), None)
-        assert strategy.receiving_modalities(server_round=1) == receiving
+        # The flow decides on a full window of readings, as the gate does: nothing flows before it.
+        assert [strategy.receiving_modalities(server_round) for server_round in (1, 2, 3)] == receiving
     # Through the true plans, the others' codes onto 0's rows are 1's codes and vice versa.
     assert strategy.flow_readings[0] == pytest.approx(strategy.flow_readings[1][::-1])
