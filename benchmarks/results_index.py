@@ -150,12 +150,19 @@ COMMANDS: dict[str, str] = {
     "mixing-flow-seeds36-37.json": f"{CLUSTERING} {ALL_SETS} --methods otm-oracle-flow,otm-oracle-contrastive-flow "
                                    "--settings unaligned --seeds 2 --first-seed 36 --jobs 2 "
                                    "--json results/mixing-flow-seeds36-37.json",
+    "mixing-flow-per-round-seeds38-42.json": f"{CLUSTERING} {ALL_SETS} --methods local-only,otm-oracle-flow --settings "
+                                             "aligned --seeds 5 --first-seed 38 --jobs 2 --json "
+                                             "results/mixing-flow-per-round-seeds38-42.json",
+    "mixing-flow-window-seeds36-37.json": f"{CLUSTERING} {ALL_SETS} --methods otm-oracle-flow --settings aligned "
+                                          "--seeds 2 --first-seed 36 --jobs 2 --json results/mixing-flow-window-seeds36-37.json",
     "unpaired-alignment.json": "python benchmarks/unpaired_alignment.py --datasets scgem,snare-seq --seeds 0,1,2 "
                                "--json results/unpaired-alignment.json",
 }
 # Where a command needs more than today's code: the commit to run it at, and why.
 REMOVED = f"at {REMOVED_AT}, which still has "
 NOTES: dict[str, str] = {
+    "mixing-flow-per-round-seeds38-42.json": "at 97e02d9, whose flow decides on each round's readings alone",
+    "mixing-flow-seeds36-37.json": "at 97e02d9, whose flow decides on each round's readings alone",
     "anchor-statistics.json": REMOVED + "the anchor-statistics study",
     "anchor-statistics-seeds22-25.json": REMOVED + "the anchor-statistics study",
     "clustering-anchor-rule-seeds26-30.json": REMOVED + "the retrieval-partition anchor gate",
