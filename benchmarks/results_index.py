@@ -155,6 +155,10 @@ COMMANDS: dict[str, str] = {
                                              "results/mixing-flow-per-round-seeds38-42.json",
     "mixing-flow-window-seeds36-37.json": f"{CLUSTERING} {ALL_SETS} --methods otm-oracle-flow --settings aligned "
                                           "--seeds 2 --first-seed 36 --jobs 2 --json results/mixing-flow-window-seeds36-37.json",
+    "mixing-flow-window-seeds43-47.json": f"{CLUSTERING} {ALL_SETS} --methods local-only,otm-oracle-flow --settings aligned "
+                                          "--seeds 5 --first-seed 43 --jobs 2 --json results/mixing-flow-window-seeds43-47.json",
+    "headroom-seeds43-47.json": "python benchmarks/oracle.py headroom --datasets synthetic,handwritten --seeds "
+                                "43,44,45,46,47 --json results/headroom-seeds43-47.json",
     "unpaired-alignment.json": "python benchmarks/unpaired_alignment.py --datasets scgem,snare-seq --seeds 0,1,2 "
                                "--json results/unpaired-alignment.json",
 }
