@@ -63,14 +63,12 @@ METHODS: dict[str, dict[str, str] | None] = {
     "otm-oracle": {"strategy": "oracle:OracleStrategy", "aligned": "true"},
     "otm-oracle-70": {"strategy": "oracle:PartialOracleStrategy", "aligned": "true"},
 }
-# How each agent takes up its target (otm_fed/uptake.py), on any route above: "-contrastive" or
-# "-neighbours" (the pull), "-flow" and "-guard" (how much of it, and whether at all).
-PULLS = {"": {}, "-contrastive": {"target-pull": "contrastive"}, "-neighbours": {"target-pull": "neighbours"}}
-UPTAKES = {"": {}, "-flow": {"target-flow": "true"}, "-guard": {"target-guard": "true"},
+# Whether each modality takes up its target (otm_fed/uptake.py), on any route above: "-flow" (the
+# server's direction of flow), "-guard" (the agent's guard), or both.
+UPTAKES = {"-flow": {"target-flow": "true"}, "-guard": {"target-guard": "true"},
            "-flow-guard": {"target-flow": "true", "target-guard": "true"}}
-METHODS.update({f"{route}{pull}{uptake}": {**METHODS[route], **PULLS[pull], **UPTAKES[uptake]}
-                for route in ("otm", "otm-oracle", "otm-oracle-70", *(f"otm-anchors-{k}" for k in (10, 50)))
-                for pull in PULLS for uptake in UPTAKES if pull or uptake})
+METHODS.update({f"{route}{uptake}": {**METHODS[route], **settings} for uptake, settings in UPTAKES.items()
+                for route in ("otm", "otm-oracle", "otm-oracle-70", *(f"otm-anchors-{k}" for k in (10, 50)))})
 SETTINGS = {"unaligned": False, "aligned": True}
 QUICK_ROUNDS = 10
 # Paper, Table 2, unaligned MWAE+OTM (most likely ACC at a label-selected epoch, see docs/findings/alignment-and-gate.md).

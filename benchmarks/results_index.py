@@ -165,6 +165,8 @@ COMMANDS: dict[str, str] = {
 # Where a command needs more than today's code: the commit to run it at, and why.
 REMOVED = f"at {REMOVED_AT}, which still has "
 NOTES: dict[str, str] = {
+    "mixing-oracle-seeds36-37.json": "at 5daf973, which still has target-pull (the contrastive pull)",
+    "mixing-scenarios-seeds36-37.json": "at 5daf973, which still has target-pull (the contrastive pull)",
     "mixing-flow-per-round-seeds38-42.json": "at 97e02d9, whose flow decides on each round's readings alone",
     "mixing-flow-seeds36-37.json": "at 97e02d9, whose flow decides on each round's readings alone",
     "anchor-statistics.json": REMOVED + "the anchor-statistics study",

@@ -97,18 +97,12 @@ class ModalityAgent:
         self.data = data
         self.config = config
         error = reconstruction_error(config, modality)
-        view_scale = null_reconstruction_error(data.train, error)
         # The neighbour term is the unsupervised regulariser, weighted on the view's scale; in
-        # supervised mode eq. 8 takes its place. A contrastive pull of the target is the same kind
-        # of term, so at beta = 1 it weighs what the neighbour term weighs (at any task).
-        clustering = config["task"] == "clustering"
-        self.n_clusters = config["n-clusters"] or data.n_classes
-        self.k = neighbour_count(config, len(data.train), self.n_clusters)
-        beta = config["beta"] if config["target-pull"] == "squared" else (
-            config["beta"] * config["neighbour-weight"] * view_scale)
-        self.weights = LossWeights(beta, config["eta"], config["mmd-weight"], config["decode-mix"],
-                                   config["neighbour-weight"] * view_scale if clustering else 0.0, error,
-                                   config["target-pull"], self.k)
+        # supervised mode eq. 8 takes its place.
+        scale = null_reconstruction_error(data.train, error) if config["task"] == "clustering" else 0.0
+        self.k = neighbour_count(config, len(data.train), config["n-clusters"] or data.n_classes)
+        self.weights = LossWeights(config["beta"], config["eta"], config["mmd-weight"], config["decode-mix"],
+                                   config["neighbour-weight"] * scale, error)
         self.neighbours: np.ndarray | None = None  # k-NN ids of the training rows, found at the first step
         with torch.random.fork_rng():
             torch.manual_seed(initial_weights_seed(config, modality, data.train.shape[1]))

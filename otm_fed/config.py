@@ -100,9 +100,6 @@ KEYS: dict[str, Key] = {
     "eta": Key(0.0, "weight of the server's regulariser gradient G_m, eq. 7 (0: off; > 0 loads torch on the "
                "server)", minimum=0),
     # How an agent takes up its target Z~_m (otm_fed/uptake.py)
-    "target-pull": Key("squared", "how the target pulls the codes: squared (eq. 6's beta ||f_m(X_m) - Z~_m||^2), "
-                       "contrastive (each code nearer its own target than the others'), neighbours (the target's "
-                       "neighbours become positives)", choices=("squared", "contrastive", "neighbours")),
     "target-flow": Key(False, "a modality takes the mix back only while the other modalities' codes, carried onto "
                        "its rows, were better clustered than its own over the last gate-window rounds (label-free, "
                        "on the server)"),

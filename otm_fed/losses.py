@@ -38,37 +38,6 @@ def neighbour_embedding_loss(codes: torch.Tensor, neighbour_codes: torch.Tensor)
     return -(log_similarity.diagonal() - torch.logsumexp(log_similarity, 1)).mean()
 
 
-def standardised(points: torch.Tensor) -> torch.Tensor:
-    """Rows centred on their mean and divided by their RMS distance from it: free of the scale
-    and position of the batch."""
-    centred = points - points.mean(0, keepdim=True)
-    return centred / centred.pow(2).sum(1).mean().sqrt().clamp_min(1e-12)
-
-
-def target_contrastive_loss(codes: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Beyond the paper, the target Z~_m as a contrastive positive: InfoNCE with the neighbour
-    term's Cauchy kernel q(a, b) = 1 / (1 + ||a - b||^2) between the standardised codes and
-    targets, row i's positive its own target among the batch's,
-    (1/N) sum_i -log q(z_i, t_i) / sum_j q(z_i, t_j). It asks that each code be nearer its own
-    target than the others' targets, not that it equal it, and is invariant to scaling the codes
-    or the targets."""
-    return neighbour_embedding_loss(standardised(codes), standardised(targets))
-
-
-def target_neighbour_loss(codes: torch.Tensor, targets: torch.Tensor, k: int,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
-    """Beyond the paper, cross-modal neighbour transfer: rows that are neighbours in the target
-    become positives of each other, the neighbour term's InfoNCE with row i's positive the code
-    of one of its k nearest rows in the target (drawn anew each step), on standardised codes."""
-    k = max(1, min(k, len(codes) - 1))
-    distances = torch.cdist(targets.detach(), targets.detach())
-    distances.fill_diagonal_(float("inf"))
-    nearest = distances.topk(k, dim=1, largest=False).indices
-    pick = torch.randint(k, (len(codes),), generator=generator)
-    scaled = standardised(codes)
-    return neighbour_embedding_loss(scaled, scaled[nearest[torch.arange(len(codes)), pick]])
-
-
 def mmd_penalty(codes: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """WAE-MMD (Tolstikhin et al. 2018): MMD between the codes and N(0, I) samples with the
     inverse multiquadratic kernel k(x, y) = C / (C + ||x - y||^2), C = 2 d."""
@@ -90,10 +59,7 @@ def mmd_penalty(codes: torch.Tensor, generator: torch.Generator | None = None) -
 class LossWeights:
     """beta: latent matching to Z~_m (eq. 6); eta: server regulariser gradient (eq. 7);
     mmd: WAE-MMD penalty; decode_mix: also reconstruct X_m from g_m(Z~_m) (public code);
-    neighbour: the neighbour-embedding term; reconstruction: "squared" or "cosine" error;
-    pull: how the target Z~_m pulls the codes, "squared" (eq. 6), "contrastive"
-    (``target_contrastive_loss``) or "neighbours" (``target_neighbour_loss`` with ``neighbours``
-    neighbours), weighted by ``beta``."""
+    neighbour: the neighbour-embedding term; reconstruction: "squared" or "cosine" error."""
 
     beta: float = 1.0
     eta: float = 0.0
@@ -101,8 +67,6 @@ class LossWeights:
     decode_mix: bool = False
     neighbour: float = 0.0
     reconstruction: str = "squared"
-    pull: str = "squared"
-    neighbours: int = 10
 
 
 def local_loss(x: torch.Tensor, codes: torch.Tensor, reconstruction: torch.Tensor,
@@ -117,13 +81,7 @@ def local_loss(x: torch.Tensor, codes: torch.Tensor, reconstruction: torch.Tenso
     error = RECONSTRUCTION_ERRORS[weights.reconstruction]
     terms = {"reconstruction": error(x, reconstruction)}
     if projected_mix is not None:
-        if weights.pull == "contrastive":
-            pull = target_contrastive_loss(codes, projected_mix)
-        elif weights.pull == "neighbours":
-            pull = target_neighbour_loss(codes, projected_mix, weights.neighbours, generator)
-        else:
-            pull = squared_error(codes, projected_mix)
-        terms["latent_matching"] = weights.beta * pull
+        terms["latent_matching"] = weights.beta * squared_error(codes, projected_mix)
     if decoded_mix is not None and weights.decode_mix:
         terms["mix_reconstruction"] = error(x, decoded_mix)
     if server_gradient is not None and weights.eta:

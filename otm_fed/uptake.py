@@ -1,12 +1,9 @@
-"""How an agent takes up its target Z~_m (eq. 4): how it pulls, how much, and whether at all.
+"""Whether a modality takes up its target Z~_m (eq. 4), judged without labels.
 
 The paper pulls every agent toward its target alike, ``beta ||f_m(X_m) - Z~_m||^2`` (eq. 6). A
-target helps a view that is worse than it and drags one that is better, so an agent here can
-judge the target on its own rows, without labels, before it takes it up:
+target helps a view that is worse than it and drags one that is better, so the target can be
+judged before it is taken up:
 
-* ``pull = "contrastive"``: row i's target is its positive among the batch's targets, InfoNCE
-  with the neighbour term's Cauchy kernel on standardised codes and targets, so the pull does not
-  depend on the scale of either (``losses.target_contrastive_loss``).
 * the direction of flow (``target-flow``, decided by the server, which holds every modality's
   codes): a modality takes the mix back only when the others' codes, carried onto its rows, are
   better clustered than its own (``cluster_strength``): a strong view is not pulled toward a
