@@ -159,6 +159,10 @@ COMMANDS: dict[str, str] = {
                                           "--seeds 5 --first-seed 43 --jobs 2 --json results/mixing-flow-window-seeds43-47.json",
     "headroom-seeds43-47.json": "python benchmarks/oracle.py headroom --datasets synthetic,handwritten --seeds "
                                 "43,44,45,46,47 --json results/headroom-seeds43-47.json",
+    "mixing-default-route-seeds36-37.json": f"{CLUSTERING} --datasets synthetic,handwritten,orl,"
+                                            "scenarios/synthetic-strong-weak.toml,scenarios/synthetic-two-strong.toml "
+                                            "--methods local-only,otm,otm-flow-guard --settings unaligned --seeds 2 "
+                                            "--first-seed 36 --jobs 2 --json results/mixing-default-route-seeds36-37.json",
     "unpaired-alignment.json": "python benchmarks/unpaired_alignment.py --datasets scgem,snare-seq --seeds 0,1,2 "
                                "--json results/unpaired-alignment.json",
 }
