@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from otm_fed.data import DATASET_FILES, resolve_data_dir
-from otm_fed.results import RunFolderError, read_rounds, read_summary
-from launcher.deploy import LocalFederation, RunFailed, flower_bin, toml_value, work_folder
+from otm_fed.results import read_rounds, read_summary
+from launcher.deploy import LocalFederation, RunFailed, add_work_folder_option, flower_bin, open_work_folder, toml_value
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,14 +32,9 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each run")
     parser.add_argument("--kill-after", type=int, default=1, help="kill run A's ServerApp once this round is recorded")
-    parser.add_argument("--out", help="an empty work folder for keys, logs and run folders (default: a new "
-                        "folder runs/deploy-resume-YYYYMMDD-HHMMSS-MICROSECONDS)")
+    add_work_folder_option(parser, "deploy-resume")
     args = parser.parse_args(argv)
-    try:
-        work = work_folder(args.out, "deploy-resume")
-    except RunFolderError as error:
-        raise SystemExit(f"deployment_resume: {error}") from None
-    print(f"work folder {work}", flush=True)
+    work = open_work_folder(args.out, "deploy-resume", "deployment_resume")
     config = {"scenario": "prokaryotic", "rounds": args.rounds, "eval-every": args.rounds, "num-modalities": 3,
               "n-clusters": 4, "fused-eval": False}
     with LocalFederation(work, resolve_data_dir() / DATASET_FILES["prokaryotic"], n_nodes=3) as federation:

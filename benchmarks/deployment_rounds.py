@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from otm_fed.data import DATASET_FILES, resolve_data_dir
-from otm_fed.results import RunFolderError, read_rounds, read_summary, write_json
-from launcher.deploy import LocalFederation, RunFailed, work_folder
+from otm_fed.results import read_rounds, read_summary, write_json
+from launcher.deploy import LocalFederation, RunFailed, add_work_folder_option, open_work_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOOR_APP = ROOT / "benchmarks" / "floor_app"
@@ -56,14 +56,9 @@ def main(argv: list[str] | None = None) -> Path:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each run")
     parser.add_argument("--json", help="write the rows here (default: not written)")
-    parser.add_argument("--out", help="an empty work folder for keys, logs and run folders (default: a new "
-                        "folder runs/deploy-bench-YYYYMMDD-HHMMSS-MICROSECONDS)")
+    add_work_folder_option(parser, "deploy-bench")
     args = parser.parse_args(argv)
-    try:
-        work = work_folder(args.out, "deploy-bench")
-    except RunFolderError as error:
-        raise SystemExit(f"deployment_rounds: {error}") from None
-    print(f"work folder {work}", flush=True)
+    work = open_work_folder(args.out, "deploy-bench", "deployment_rounds")
     with LocalFederation(work / "federation", resolve_data_dir() / DATASET_FILES["prokaryotic"],
                          n_nodes=N_NODES) as federation:
         for app_dir, run_config in ((FLOOR_APP, floor_config(args.rounds, work / "floor-1.json")),

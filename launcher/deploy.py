@@ -15,6 +15,7 @@ and leaves running, detached, with its SuperExec child.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import ipaddress
 import json
@@ -137,6 +138,22 @@ def work_folder(out: str | Path | None, prefix: str) -> Path:
         raise RunFolderError(f"{out} holds an earlier run's files; choose an empty --out (or none, for a new folder)")
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def add_work_folder_option(parser: argparse.ArgumentParser, prefix: str) -> None:
+    """A deployment benchmark's ``--out``: its work folder (``work_folder``)."""
+    parser.add_argument("--out", help="an empty work folder for keys, logs and run folders (default: a new "
+                        f"folder runs/{prefix}-YYYYMMDD-HHMMSS-MICROSECONDS)")
+
+
+def open_work_folder(out: str | None, prefix: str, program: str) -> Path:
+    """``work_folder``, or the benchmark ``program`` stops saying why in one line; the folder is printed."""
+    try:
+        work = work_folder(out, prefix)
+    except RunFolderError as error:
+        raise SystemExit(f"{program}: {error}") from None
+    print(f"work folder {work}", flush=True)
+    return work
 
 
 def free_port() -> int:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import replace
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 

@@ -5,10 +5,10 @@ target helps a view that is worse than it and drags one that is better, so the t
 judged before it is taken up:
 
 * the direction of flow (``target-flow``, decided by the server, which holds every modality's
-  codes): a modality takes the mix back only when the others' codes, carried onto its rows, are
-  better clustered than its own (``cluster_strength``): a strong view is not pulled toward a
-  weaker mix.
-* ``guard``: the agent takes no target whose neighbourhoods agree with its own input's no better
+  codes: ``OTMStrategy.receiving_modalities``): a modality takes the mix back only while the
+  others' codes, carried onto its rows, were better clustered than its own over the gate's window
+  (``cluster_strength``): a strong view is not pulled toward a weaker mix.
+* the guard (``target-guard``, decided by the agent): it takes no target whose neighbourhoods agree with its own input's no better
   than chance (``neighbour_agreement``): a target built on a wrong correspondence carries nothing
   of the agent's own rows.
 
@@ -22,7 +22,7 @@ import numpy as np
 
 GUARD_Z = 2.0  # "clearly above chance": the agreement more than two standard errors above its null
 READINGS = ("target_agreement", "target_agreement_z", "target_weight")
-"""What ``uptake_weight`` reports beside the loss terms of a TRAIN reply: readings, not losses."""
+"""What ``guard_weight`` reports beside the loss terms of a TRAIN reply: readings, not losses."""
 
 
 def batch_neighbours(points: np.ndarray, k: int) -> np.ndarray:
