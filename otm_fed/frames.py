@@ -138,12 +138,14 @@ def fit_rotation(x: np.ndarray, y: np.ndarray, previous: np.ndarray | None, gw_s
     """The Q with the lowest W(Q) from Wasserstein-Procrustes on the full batches, started at
     ``previous`` (else at I: frames that already agree, as with ``shared-init``, stay as they are
     unless a fit beats them) and, with ``gw_starts``, at the winner of the search over that many
-    GW starts (``searched_rotation``): (Q, W(Q))."""
+    GW starts (``searched_rotation``), and then at the mirror -Q of the better: (Q, W(Q)). Codes of
+    a WAE are near-symmetric about their mean, so the fit's most common wrong optimum is the
+    mirror of the right one; the mirror start costs one more Wasserstein-Procrustes a round."""
     starts = [np.eye(x.shape[1]) if previous is None else previous]
     if gw_starts:
         starts.append(searched_rotation(x, y, gw_starts, rng))
-    fits = [wasserstein_procrustes(x, y, start) for start in starts]
-    return min(fits, key=lambda fit: fit[1])
+    best = min((wasserstein_procrustes(x, y, start) for start in starts), key=lambda fit: fit[1])
+    return min(best, wasserstein_procrustes(x, y, -best[0]), key=lambda fit: fit[1])
 
 
 def structure_free_copy(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
