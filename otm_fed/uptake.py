@@ -26,8 +26,11 @@ READINGS = ("target_agreement", "target_agreement_z", "target_weight")
 
 
 def batch_neighbours(points: np.ndarray, k: int) -> np.ndarray:
-    """Each row's k nearest other rows (N x k ids) in Euclidean distance."""
-    squared = ((points[:, None, :] - points[None, :, :]) ** 2).sum(-1)
+    """Each row's k nearest other rows (N x k ids) in Euclidean distance, from the N x N Gram form
+    (an N x N x D difference array would take about 1 GB at N = 256 rows of 1878 features; POT's
+    helpers are not imported: the agent's process pays for every import on every message)."""
+    norms = (points * points).sum(1)
+    squared = norms[:, None] + norms[None, :] - 2.0 * points @ points.T
     np.fill_diagonal(squared, np.inf)
     return np.argsort(squared, axis=1, kind="stable")[:, :k]
 

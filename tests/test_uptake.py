@@ -8,7 +8,7 @@ from scipy.stats import ortho_group
 from otm_fed.losses import LossWeights, local_loss
 from otm_fed.config import resolve_config
 from otm_fed.mixer import MixResult
-from otm_fed.uptake import GUARD_Z, cluster_strength, guard_weight, neighbour_agreement
+from otm_fed.uptake import GUARD_Z, batch_neighbours, cluster_strength, guard_weight, neighbour_agreement
 from server.strategy import OTMStrategy
 
 
@@ -23,6 +23,13 @@ def test_the_squared_pull_is_eq_6_and_zero_at_its_target():
     terms = local_loss(codes, codes, codes, LossWeights(beta=2.0), projected_mix=codes + 1.0)
     assert terms["latent_matching"].item() == pytest.approx(2.0 * 4.0)
     assert local_loss(codes, codes, codes, LossWeights(), projected_mix=codes)["latent_matching"].item() == 0.0
+
+
+def test_batch_neighbours_are_each_rows_nearest_other_rows():
+    points = np.random.default_rng(0).normal(size=(60, 300))
+    distances = np.linalg.norm(points[:, None, :] - points[None, :, :], axis=-1)
+    np.fill_diagonal(distances, np.inf)
+    np.testing.assert_array_equal(batch_neighbours(points, 5), np.argsort(distances, axis=1, kind="stable")[:, :5])
 
 
 def test_neighbour_agreement_is_one_for_the_same_rows_and_at_chance_for_unrelated_ones():
