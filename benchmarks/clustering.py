@@ -62,13 +62,14 @@ METHODS: dict[str, dict[str, str] | None] = {
     # Its batches are aligned in either setting: under "unaligned" it is that setting's bound.
     "otm-oracle": {"strategy": "oracle:OracleStrategy", "aligned": "true"},
     "otm-oracle-70": {"strategy": "oracle:PartialOracleStrategy", "aligned": "true"},
+    "otm-oracle-swap": {"strategy": "oracle:ClassSwapOracleStrategy", "aligned": "true"},
 }
 # Whether each modality takes up its target (otm_fed/uptake.py), on any route above: "-flow" (the
 # server's direction of flow), "-guard" (the agent's guard), or both.
 UPTAKES = {"-flow": {"target-flow": "true"}, "-guard": {"target-guard": "true"},
            "-flow-guard": {"target-flow": "true", "target-guard": "true"}}
 METHODS.update({f"{route}{uptake}": {**METHODS[route], **settings} for uptake, settings in UPTAKES.items()
-                for route in ("otm", "otm-oracle", "otm-oracle-70", *(f"otm-anchors-{k}" for k in (10, 50)))})
+                for route in ("otm", "otm-oracle", "otm-oracle-70", "otm-oracle-swap", *(f"otm-anchors-{k}" for k in (10, 50)))})
 SETTINGS = {"unaligned": False, "aligned": True}
 QUICK_ROUNDS = 10
 # Paper, Table 2, unaligned MWAE+OTM (most likely ACC at a label-selected epoch, see docs/findings/alignment-and-gate.md).

@@ -98,6 +98,16 @@ def test_the_partial_oracle_pairs_exactly_its_share_of_rows_wrong():
     assert all(np.count_nonzero(np.diag(plan)) == 70 for plan in result.transport_plans[1:])
 
 
+def test_the_class_swap_pairs_whole_classes_wrongly_and_keeps_the_others():
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1, 3, 3])
+    order = oracle.class_swap_order(labels, [0, 1])
+    assert sorted(order) == list(range(10))  # a permutation: the plan P / N has uniform marginals
+    assert np.array_equal(order[labels >= 2], np.flatnonzero(labels >= 2))  # unswapped classes stay
+    assert np.all(labels[order[labels == 0]] == 1) and np.all(labels[order[labels == 1]] == 0)
+    result = oracle.OracleMixer(order=tuple(order))([np.eye(10)[:, :4], np.eye(10)[:, 4:8]], 0)
+    np.testing.assert_allclose(result.transport_plans[1], np.eye(10)[order] / 10)
+
+
 def test_the_view_table_pairs_each_seed_with_local_only_on_aligned_batches():
     def row(method, seed, accs, aligned):
         return {"dataset": "d", "method": method, "seed": seed, "aligned": aligned, "acc_per_modality": accs}
