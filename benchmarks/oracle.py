@@ -339,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     room = commands.add_parser("headroom", help="each view's ceiling (linear and MLP probes) beside raw k-means")
     room.add_argument("--datasets", default=",".join(DATASETS), help="names or scenario files PATH.toml")
     room.add_argument("--seeds", default="0", help="comma list; the probes and the synthetic draw follow the seed")
-    room.add_argument("--runs", type=Path, help="a benchmarks/clustering.py JSON: per-view ACC of its methods")
+    room.add_argument("--runs", type=lambda text: [Path(part) for part in text.split(",")], default=[],
+                      metavar="JSON[,JSON...]", help="benchmarks/clustering.py JSON files: per-view ACC of their methods")
     room.add_argument("--data-dir", default="")
     room.add_argument("--json", help="write the entries here")
     views = commands.add_parser("views", help="per-view paired differences to local-only on the same batches")
@@ -351,13 +352,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"no such file: {', '.join(missing)}")
         print(view_table([row for path in args.files for row in json.loads(path.read_text())]))
         return 0
-    if args.runs is not None and not args.runs.is_file():
-        parser.error(f"no such file: {args.runs}")
+    missing = [str(path) for path in args.runs if not path.is_file()]
+    if missing:
+        parser.error(f"no such file: {', '.join(missing)}")
     try:
         seeds = [int(seed) for seed in args.seeds.split(",")]
     except ValueError:
         parser.error(f"--seeds takes a comma list of integers, got {args.seeds!r}")
-    runs = json.loads(args.runs.read_text()) if args.runs else []
+    runs = [row for path in args.runs for row in json.loads(path.read_text())]
     entries = headroom(args.datasets.split(","), seeds, runs, args.data_dir)
     print(headroom_table(entries))
     if args.json:

@@ -60,8 +60,10 @@ def test_oracle_refuses_unaligned_batches():
 
 def test_every_modality_mixes_from_round_one(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
+    # no gate; the flow off, so every modality also takes the mix back from round 1
     config = resolve_config("synthetic", {"strategy": "oracle:OracleStrategy", "aligned": "true", "rounds": "2",
-                                          "eval-every": "2", "synthetic-samples": "120", "batch-size": "60"})
+                                          "eval-every": "2", "synthetic-samples": "120", "batch-size": "60",
+                                          "target-flow": "false"})
     run_dir = run_inprocess(config, 3, tmp_path / "run")
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["strategy"] == "otm-oracle" and summary["rounds"] == 2
@@ -118,3 +120,12 @@ def test_the_view_table_pairs_each_seed_with_local_only_on_aligned_batches():
     line = oracle.view_table(rows).splitlines()[2]
     assert line == ("| d | otm-oracle | 2 | 0.750 0.850 | +0.200 ± 0.000 above, -0.050 ± 0.050 tie | "
                     "+0.0750 ± 0.0250 above |")
+
+
+def test_headroom_names_a_missing_run_file_among_several_before_any_probe(tmp_path, capsys):
+    present = tmp_path / "present.json"
+    present.write_text("[]")
+    with pytest.raises(SystemExit):
+        oracle.main(["headroom", "--runs", f"{present},{tmp_path / 'absent.json'}"])
+    err = capsys.readouterr().err
+    assert f"no such file: {tmp_path / 'absent.json'}" in err and "present.json" not in err
