@@ -65,9 +65,12 @@ METHODS: dict[str, dict[str, str] | None] = {
     "otm-oracle-swap": {"strategy": "oracle:ClassSwapOracleStrategy", "aligned": "true"},
 }
 # Whether each modality takes up its target (otm_fed/uptake.py), on any route above: "-flow" (the
-# server's direction of flow), "-guard" (the agent's guard), or both.
-UPTAKES = {"-flow": {"target-flow": "true"}, "-guard": {"target-guard": "true"},
-           "-flow-guard": {"target-flow": "true", "target-guard": "true"}}
+# server's direction of flow) alone, "-guard" (the agent's guard) alone, both (the default), or
+# "-take-all" (neither: every mixed modality takes its target every round, as the paper does).
+UPTAKES = {"-flow": {"target-flow": "true", "target-guard": "false"},
+           "-guard": {"target-flow": "false", "target-guard": "true"},
+           "-flow-guard": {"target-flow": "true", "target-guard": "true"},
+           "-take-all": {"target-flow": "false", "target-guard": "false"}}
 METHODS.update({f"{route}{uptake}": {**METHODS[route], **settings} for uptake, settings in UPTAKES.items()
                 for route in ("otm", "otm-oracle", "otm-oracle-70", "otm-oracle-swap", *(f"otm-anchors-{k}" for k in (10, 50)))})
 SETTINGS = {"unaligned": False, "aligned": True}

@@ -100,10 +100,10 @@ KEYS: dict[str, Key] = {
     "eta": Key(0.0, "weight of the server's regulariser gradient G_m, eq. 7 (0: off; > 0 loads torch on the "
                "server)", minimum=0),
     # How an agent takes up its target Z~_m (otm_fed/uptake.py)
-    "target-flow": Key(False, "a modality takes the mix back only while the other modalities' codes, carried onto "
+    "target-flow": Key(True, "a modality takes the mix back only while the other modalities' codes, carried onto "
                        "its rows, were better clustered than its own over the last gate-window rounds (label-free, "
                        "on the server)"),
-    "target-guard": Key(False, "an agent refuses a target whose neighbourhoods agree with its own input rows' "
+    "target-guard": Key(True, "an agent refuses a target whose neighbourhoods agree with its own input rows' "
                         "no better than chance (label-free, per round)"),
     "mmd-weight": Key(0.0, "weight of the WAE-MMD prior penalty on the codes (Tolstikhin et al.)", minimum=0),
     "decode-mix": Key(False, "also reconstruct X_m from the decoded mix g_m(Z~_m), as the paper's public code does"),

@@ -38,6 +38,7 @@ PROVENANCE = "provenance"
 """The table of config.toml (and key of summary.json) that records what the run read and ran."""
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 GATE_CLOSED, NO_PARTNER = "gate closed", "no other modality to mix with"
+TEACHER = "a teacher: its codes were mixed, but the others' were never better clustered than its own"
 NO_MIXING_BY_DESIGN = "local-only: no mixing by design"
 """Why a modality trained alone (``trained_alone_because`` in the summary's ``mixing`` record)."""
 

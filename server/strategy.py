@@ -42,9 +42,10 @@ from otm_fed.protocol import (
     read_train_reply,
     train_request,
 )
+from otm_fed.results import (EVAL_CODES_FILE, GATE_CLOSED, NO_MIXING_BY_DESIGN, NO_PARTNER, TEACHER, RunRecorder,
+                             read_rounds)
 from otm_fed.supervised import SCORE_OF_TASK, late_fusion, parse_noise_levels, score
 from otm_fed.uptake import cluster_strength
-from otm_fed.results import EVAL_CODES_FILE, GATE_CLOSED, NO_MIXING_BY_DESIGN, NO_PARTNER, RunRecorder, read_rounds
 from otm_fed_flwr.records import from_records, payload_bytes, to_records
 from server.replies import send_and_receive
 
@@ -623,11 +624,13 @@ class OTMStrategy(Strategy):
 
     def mixing_record(self) -> list[dict[str, Any]]:
         """Per modality: whether a TRAIN message ever carried it a mix, from which round, and if
-        never, why it trained alone (``format_summary`` puts it in words)."""
+        never, why it trained alone (``format_summary`` puts it in words): a modality whose codes
+        were mixed (it has flow readings) but never took the mix back is a teacher."""
         gated = self.config["align"] != "none" and bool(self.gate.thresholds)
         alone = NO_MIXING_BY_DESIGN if not self.mixes else GATE_CLOSED if gated else NO_PARTNER
         return [{"modality": m, "mixed": m in self.first_mixed, "first_mixed_round": self.first_mixed.get(m),
-                 "trained_alone_because": None if m in self.first_mixed else alone}
+                 "trained_alone_because": None if m in self.first_mixed else
+                 TEACHER if m in self.flow_history else alone}
                 for m in range(self.n_modalities)]
 
 

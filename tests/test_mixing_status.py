@@ -12,7 +12,7 @@ import pytest
 
 from launcher.inprocess import run_inprocess
 from otm_fed.config import resolve_config
-from otm_fed.results import CHECKPOINT_FILE, format_summary, read_summary
+from otm_fed.results import CHECKPOINT_FILE, TEACHER, format_summary, read_summary
 
 SMALL = {"synthetic-samples": "240", "batch-size": "64"}
 NEVER = "never mixed: trained alone (gate closed), identical to local-only"
@@ -49,11 +49,21 @@ def test_no_modality_mixes_before_the_gate_can_open(tmp_path, capsys):
     assert lines == ["mixing: no modality mixed", *(f"  modality {m}: {NEVER}" for m in range(3))]
 
 
-def test_gate_off_mixes_every_modality_from_round_one(tmp_path, capsys):
-    summary, counts, lines = run(tmp_path, capsys, rounds=2, eval_every=2, gate_threshold=0)
+def test_gate_and_flow_off_mix_every_modality_from_round_one(tmp_path, capsys):
+    summary, counts, lines = run(tmp_path, capsys, rounds=2, eval_every=2, gate_threshold=0, target_flow="false")
     assert summary["mixing"] == [entry(m, 1) for m in range(3)]
     assert counts == ["mixed 3 of 3 modalities"] * 2
     assert lines == ["mixing: 3 of 3 modalities mixed", *(f"  modality {m}: mixed from round 1" for m in range(3))]
+
+
+def test_a_modality_that_gives_its_codes_but_takes_nothing_back_is_called_a_teacher(tmp_path, capsys):
+    # gate off, flow on: every modality's codes are mixed from round 1, but the flow takes nothing
+    # back before its window of gate-window rounds is full
+    summary, counts, lines = run(tmp_path, capsys, rounds=2, eval_every=2, gate_threshold=0, gate_window=3)
+    assert summary["mixing"] == [entry(m, None, TEACHER) for m in range(3)]
+    assert counts == ["mixed 0 of 3 modalities"] * 2
+    assert lines[1:] == [f"  modality {m}: never mixed: trained alone ({TEACHER}), identical to local-only"
+                         for m in range(3)]
 
 
 def test_local_only_says_it_never_mixes(tmp_path, capsys):
@@ -64,12 +74,12 @@ def test_local_only_says_it_never_mixes(tmp_path, capsys):
 
 
 def test_opening_round_survives_resume(tmp_path, capsys):
-    """The gate opens modality 1 (and so the reference 0) in round 2 of gate-window 2; runs extended
-    by resuming still say round 2, from the checkpoint or, in a checkpoint without the record,
-    from the rounds' lines."""
+    """The gate opens modality 1 (and so the reference 0) in round 2 of gate-window 2 (the flow
+    off, so both take the mix at once); runs extended by resuming still say round 2, from the
+    checkpoint or, in a checkpoint without the record, from the rounds' lines."""
     from launcher.cli import main
 
-    summary, counts, lines = run(tmp_path, capsys, rounds=2, eval_every=2, gate_window=2)
+    summary, counts, lines = run(tmp_path, capsys, rounds=2, eval_every=2, gate_window=2, target_flow="false")
     expected = [entry(0, 2), entry(1, 2), entry(2, None, "gate closed")]
     assert summary["mixing"] == expected
     assert counts == ["mixed 0 of 3 modalities", "mixed 2 of 3 modalities"]

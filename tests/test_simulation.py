@@ -106,10 +106,11 @@ def test_wire_audit_replies_carry_only_latent_codes_and_metrics(synthetic_run):
 
 def test_prokaryotic_three_rounds_through_flower(tmp_path, data_dir):
     run_dir, summary = simulate(tmp_path, "prokaryotic", 3, rounds=3, eval_every=3, batch_size=128,
-                                data_dir=data_dir, eta=0.1, gate_threshold=0.0)
+                                data_dir=data_dir, eta=0.1, gate_threshold=0.0, target_flow="false")
     rounds = read_rounds(run_dir)
     assert len(rounds) == 3
-    # eta > 0: the eq. 7 regulariser's gradient G_m travels with each TRAIN and enters the loss.
+    # eta > 0, no gate, no flow: the eq. 7 regulariser's gradient G_m travels with each TRAIN and
+    # enters the loss.
     assert all("server_regulariser" in losses for row in rounds for losses in row["losses"].values())
     assert all(row["bytes_down"]["0"] > 128 * 16 * 4 * 2 for row in rounds)
     check_scores(summary["final"], 3)
