@@ -21,8 +21,9 @@ from launcher.inprocess import run_inprocess
 from otm_fed_flwr.records import from_records, to_records
 from server.strategy import OTMStrategy
 
-# The gate off: every agent that answers mixes, so the rows show who answered.
-SMALL = {"rounds": "3", "eval-every": "3", "synthetic-samples": "240", "batch-size": "64", "gate-threshold": "0"}
+# The gate and the flow off: every agent that answers takes the mix, so the rows show who answered.
+SMALL = {"rounds": "3", "eval-every": "3", "synthetic-samples": "240", "batch-size": "64", "gate-threshold": "0",
+         "target-flow": "false"}
 
 
 def faulty_app(hook) -> ClientApp:
@@ -241,6 +242,7 @@ def test_killed_and_resumed_run_ends_with_the_same_numbers(tmp_path):
     # every round after (the readings still counted travel too: test_frames checks them bit for bit)
     assert [row["frames"]["opened"] for row in rows_whole] == [[], [1], [1], [1]]
     assert [row.get("mixer", {}).get("modalities") for row in rows_resumed] == [None, [0, 1], [0, 1], [0, 1]]
-    # and the summary still dates modality 1's first mix (with the reference's) to round 2
-    assert [entry["first_mixed_round"] for entry in resumed["mixing"]] == [2, 2, None]
+    # the flow's window (2 rounds, restored too) is full from round 3: the reference takes the mix
+    # back from round 3, modality 1 from round 4, in the resumed run as in the whole one
+    assert [entry["first_mixed_round"] for entry in resumed["mixing"]] == [3, 4, None]
     assert resumed["mixing"] == whole["mixing"]

@@ -142,7 +142,7 @@ def test_strategy_sends_each_agent_the_mix_in_its_own_frame_and_gates_the_unalig
     z0 = clustered_codes(60, 16, seed=8).astype(np.float32)
     z1 = transformed_copy(z0, seed=9)[0].astype(np.float32)
     z2 = np.random.default_rng(10).normal(size=(60, 16)).astype(np.float32)
-    otm = strategy(**{"gate-window": "1"})  # decide on this one round
+    otm = strategy(**{"gate-window": "1", "target-flow": "false"})  # decide on this one round; all take the mix
     otm.codes = {0: z0, 1: z1, 2: z2}
     otm.alignment = otm.align(1, otm.codes)
     otm.mixed_modalities = otm.gated_modalities(otm.alignment, otm.codes)
