@@ -26,6 +26,8 @@ CLUSTERING = "python benchmarks/clustering.py"
 STUDIES = "python benchmarks/studies"
 ALL_SETS = "--datasets synthetic,orl,movies,prokaryotic,handwritten"
 GRID = "--settings unaligned --seeds 5"
+SEVEN_SETS = ALL_SETS + ",scenarios/synthetic-strong-weak.toml,scenarios/synthetic-two-strong.toml"
+CO_ASSAYS = "scenarios/snare-seq.toml,scenarios/scgem.toml"
 
 COMMANDS: dict[str, str] = {
     "anchor-statistics.json": f"python benchmarks/anchor_statistics.py --datasets "
@@ -163,6 +165,41 @@ COMMANDS: dict[str, str] = {
                                             "scenarios/synthetic-strong-weak.toml,scenarios/synthetic-two-strong.toml "
                                             "--methods local-only,otm,otm-flow-guard --settings unaligned --seeds 2 "
                                             "--first-seed 36 --jobs 2 --json results/mixing-default-route-seeds36-37.json",
+    "mirror-start.json": f"{STUDIES}/mirror_start.py runs/<local-only runs>/{{synthetic,orl,movies,prokaryotic,"
+                         "handwritten}-local-only-unaligned-seed0/eval-codes.npz runs/<unpaired-alignment runs>/"
+                         "{snare-seq,scgem}-local-only-seed{0,1,2}/eval-codes.npz --json results/mirror-start.json",
+    "mixing-oracle-seeds48-52.json": f"{CLUSTERING} {SEVEN_SETS} --methods local-only,otm-oracle-flow-guard {GRID} "
+                                     "--first-seed 48 --jobs 2 --json results/mixing-oracle-seeds48-52.json",
+    "mixing-aligned-local-only-seeds48-52.json": f"{CLUSTERING} {SEVEN_SETS} --methods local-only --settings aligned "
+                                                 "--seeds 5 --first-seed 48 --jobs 2 "
+                                                 "--json results/mixing-aligned-local-only-seeds48-52.json",
+    "mixing-routes-seeds48-52.json": f"{CLUSTERING} {SEVEN_SETS},{CO_ASSAYS} --methods otm,otm-flow-guard,"
+                                     f"otm-anchors-10-flow-guard,otm-anchors-50-flow-guard {GRID} --first-seed 48 "
+                                     "--jobs 2 --json results/mixing-routes-seeds48-52.json",
+    "mixing-co-assays-local-only-seeds48-52.json": f"{CLUSTERING} --datasets {CO_ASSAYS} --methods local-only {GRID} "
+                                                   "--first-seed 48 --jobs 2 "
+                                                   "--json results/mixing-co-assays-local-only-seeds48-52.json",
+    "mixing-snare-seq-l2-seeds48-52.json": f"{CLUSTERING} --datasets scenarios/snare-seq.toml --methods "
+                                           f"local-only,otm,otm-flow-guard {GRID} --first-seed 48 --jobs 2 "
+                                           "--set normalisation=l2 --json results/mixing-snare-seq-l2-seeds48-52.json",
+    "mixing-oracle-swap-seeds48-52.json": f"{CLUSTERING} --datasets scenarios/synthetic-two-strong.toml,"
+                                          "scenarios/synthetic-strong-weak.toml,synthetic,orl,prokaryotic --methods "
+                                          f"otm-oracle-swap,otm-oracle-swap-flow-guard {GRID} --first-seed 48 --jobs 2 "
+                                          "--json results/mixing-oracle-swap-seeds48-52.json",
+    "clustering-defaults-seeds53-57.json": f"{CLUSTERING} {SEVEN_SETS},{CO_ASSAYS} --methods raw-kmeans,local-only,otm "
+                                           f"{GRID} --first-seed 53 --jobs 2 "
+                                           "--json results/clustering-defaults-seeds53-57.json",
+    "clustering-defaults-snare-seq-l2-seeds53-57.json": f"{CLUSTERING} --datasets scenarios/snare-seq.toml --methods "
+                                                        f"local-only,otm {GRID} --first-seed 53 --jobs 2 --set "
+                                                        "normalisation=l2 "
+                                                        "--json results/clustering-defaults-snare-seq-l2-seeds53-57.json",
+    "headroom-seeds48-52.json": "python benchmarks/oracle.py headroom --datasets synthetic,orl,movies,prokaryotic,"
+                                "handwritten --seeds 48,49,50,51,52 --runs results/mixing-oracle-seeds48-52.json,"
+                                "results/mixing-routes-seeds48-52.json --json results/headroom-seeds48-52.json",
+    "unpaired-alignment-seeds0-4.json": "python benchmarks/unpaired_alignment.py --datasets snare-seq,scgem --seeds "
+                                        "0,1,2,3,4 --methods frames-local-only,rigid-ceiling --runs-dir RUNS "
+                                        "--json results/unpaired-alignment-seeds0-4.json",
+    "supervised-quick.json": "python benchmarks/supervised.py --quick --json results/supervised-quick.json",
     "unpaired-alignment.json": "python benchmarks/unpaired_alignment.py --datasets scgem,snare-seq --seeds 0,1,2 "
                                "--json results/unpaired-alignment.json",
 }
@@ -251,7 +288,9 @@ def index(root: Path = ROOT) -> str:
              "`python benchmarks/results_index.py --write` from the commands it keeps and the text of",
              "README.md and docs/; rerun it when either changes. Commands run from the repository root;",
              "`RUNS` is the run folder a grid wrote (`--runs-dir`), \"at COMMIT\" means the command needs",
-             "an option or study that is no longer in the product.", "",
+             "an option or study that is no longer in the product. Until the defaults took up the flow",
+             "and the guard (`target-flow`, `target-guard`), an `otm` or `otm-oracle` row took every",
+             "target, as `otm-take-all` and `otm-oracle-take-all` do now.", "",
              "| file | written by | cited by |", "|---|---|---|"]
     for entry in listed:
         shown = entry + "/" if entry in PLOT_FOLDERS else entry
