@@ -196,6 +196,10 @@ COMMANDS: dict[str, str] = {
     "headroom-seeds48-52.json": "python benchmarks/oracle.py headroom --datasets synthetic,orl,movies,prokaryotic,"
                                 "handwritten --seeds 48,49,50,51,52 --runs results/mixing-oracle-seeds48-52.json,"
                                 "results/mixing-routes-seeds48-52.json --json results/headroom-seeds48-52.json",
+    "frame-search-tuned.json": f"{STUDIES}/frame_search.py RUNS/{{snare-seq,scgem}}-local-only-seed{{0,1,2,3,4}}/"
+                               "eval-codes.npz runs/route-48/{orl,synthetic}-local-only-unaligned-seed48/eval-codes.npz "
+                               "--variants today,draws-geodesic,draws-geodesic-tuned --restarts 2 "
+                               "--json results/frame-search-tuned.json",
     "unpaired-alignment-seeds0-4.json": "python benchmarks/unpaired_alignment.py --datasets snare-seq,scgem --seeds "
                                         "0,1,2,3,4 --methods frames-local-only,rigid-ceiling --runs-dir RUNS "
                                         "--json results/unpaired-alignment-seeds0-4.json",

@@ -228,6 +228,14 @@ def test_the_studies_refuse_bad_settings_before_any_run(capsys):
     assert local_training.parse_variants("mine=neighbour-refresh:1") == {"mine": {"neighbour-refresh": "1"}}
     with pytest.raises(SystemExit, match="settings must be KEY:VALUE"):
         local_training.parse_variants("mine=epochs5")
+    import frame_search
+
+    with pytest.raises(SystemExit):
+        frame_search.main(["no-such-codes.npz"])
+    assert "no such file: no-such-codes.npz" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        frame_search.main([__file__, "--variants", "today,nosuch"])
+    assert "unknown variant: nosuch" in capsys.readouterr().err
 
 
 def test_a_missing_rows_file_is_a_usage_error(capsys):

@@ -20,6 +20,9 @@ full batch from I as well, as ``fit_rotation`` does):
 * ``draws-geodesic-tree``: as ``draws-geodesic``, the k-NN graph joined with its Euclidean minimum
   spanning tree (connected, so well-separated clusters keep their distances).
 * ``draws-euclidean``: as ``draws-geodesic`` with Euclidean structures.
+* ``draws-geodesic-tuned``: as ``draws-geodesic`` with k chosen as SCOT chooses its own, label-free:
+  of k = sqrt(N) times 0.5, 1 and 2, the one whose geodesic structures give the lowest GW
+  objective (from the product coupling) on a first draw of SEARCH_ROWS rows.
 * ``today-and-draws``: ``today``'s winner and ``draws-geodesic``'s survivors together.
 
 With ``--restarts R`` each variant is fitted R times with independent generators, so a search
@@ -66,14 +69,17 @@ DRAW_STEPS = 5  # Wasserstein-Procrustes steps per start on its draw
 KEPT_CANDIDATES = 4  # ranked maps refined on the full batch
 
 
-def geodesic_distances(x: np.ndarray, tree: bool = False) -> np.ndarray:
-    """Shortest-path lengths on the undirected k-NN graph of x (k = ceil(sqrt(N)) nearest other
-    rows, each edge as long as its Euclidean distance), with ``tree`` joined with the Euclidean
-    minimum spanning tree; pairs in different components at the largest finite length; divided by
-    the mean (frame-free and scale-free)."""
+K_FACTORS = (0.5, 1.0, 2.0)  # the k tried by the self-tuned variant, times sqrt(N)
+
+
+def geodesic_distances(x: np.ndarray, tree: bool = False, k_factor: float = 1.0) -> np.ndarray:
+    """Shortest-path lengths on the undirected k-NN graph of x (k = ceil(k_factor sqrt(N)) nearest
+    other rows, each edge as long as its Euclidean distance), with ``tree`` joined with the
+    Euclidean minimum spanning tree; pairs in different components at the largest finite length;
+    divided by the mean (frame-free and scale-free)."""
     n = len(x)
     distances = pairwise_distances(x)
-    k = min(n - 1, int(np.ceil(np.sqrt(n))))
+    k = max(1, min(n - 1, int(np.ceil(k_factor * np.sqrt(n)))))
     nearest = np.argpartition(distances + np.diag(np.full(n, np.inf)), k - 1, axis=1)[:, :k]
     graph = csr_matrix((np.take_along_axis(distances, nearest, 1).ravel(), (np.repeat(np.arange(n), k), nearest.ravel())),
                        shape=(n, n))
@@ -87,6 +93,21 @@ def geodesic_distances(x: np.ndarray, tree: bool = False) -> np.ndarray:
 def geodesic_tree(x: np.ndarray) -> np.ndarray:
     """``geodesic_distances`` with the minimum spanning tree."""
     return geodesic_distances(x, tree=True)
+
+
+def tuned_geodesic(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Structure:
+    """SCOT's self-tuning of k, label-free: the geodesic structure (k = sqrt(N) times a K_FACTORS
+    entry) whose GW objective between a draw of x's and of y's rows, solved from the product
+    coupling, is lowest."""
+    x_rows, y_rows = random_rows(x, SEARCH_ROWS, rng), random_rows(y, SEARCH_ROWS, rng)
+    mu_x, mu_y = uniform(len(x_rows)), uniform(len(y_rows))
+
+    def objective(factor: float) -> float:
+        structure_x, structure_y = geodesic_distances(x_rows, k_factor=factor), geodesic_distances(y_rows, k_factor=factor)
+        return float(ot.gromov.gromov_wasserstein2(structure_x, structure_y, mu_x, mu_y, "square_loss"))
+
+    best = min(K_FACTORS, key=objective)
+    return lambda z: geodesic_distances(z, k_factor=best)
 
 
 def random_rows(z: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -192,7 +213,9 @@ def fit(codes: dict[int, np.ndarray], variant: str, rng: np.random.Generator) ->
         if variant == "today":
             fitted[m] = frames.fit_rotation(x, y, None, 10, rng)
             continue
-        if variant == "today-and-draws":
+        if variant == "draws-geodesic-tuned":
+            searched = variant_starts(x, y, rng, **{**DRAWS, "structure": tuned_geodesic(x, y, rng)})
+        elif variant == "today-and-draws":
             searched = [frames.searched_rotation(x, y, 10, rng), *variant_starts(x, y, rng, **VARIANTS["draws-geodesic"])]
         else:
             searched = variant_starts(x, y, rng, **VARIANTS[variant])
@@ -239,13 +262,17 @@ def timing(paths: list[Path], batches: int, timed: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("codes", nargs="+", type=Path, help="eval-codes.npz files of local-only runs")
-    names = ["today", *VARIANTS, "today-and-draws"]
+    names = ["today", *VARIANTS, "draws-geodesic-tuned", "today-and-draws"]
     parser.add_argument("--variants", default="today,draws-geodesic", help=f"a comma list of {', '.join(names)}")
     parser.add_argument("--timed", default="draws-geodesic", help="the variant timed against today")
     parser.add_argument("--restarts", type=int, default=1, help="independent fits per variant and file")
     parser.add_argument("--timing", type=int, default=0, help="256-row batches timed for today against --timed")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args(argv)
+    missing = [str(path) for path in args.codes if not path.is_file()]
+    unknown = [name for name in args.variants.split(",") if name not in names]
+    if missing or unknown:
+        parser.error(f"no such file: {', '.join(missing)}" if missing else f"unknown variant: {', '.join(unknown)}")
     rows: list[dict[str, Any]] = []
     for path in args.codes:
         codes, labels = read_codes(path)
