@@ -1,0 +1,104 @@
+"""Several sites per modality: the topology and each site's rows.
+
+A federation holds each modality at one or more sites, each with its own samples (`sites =
+"3,3,1"`: three sites of modality 0, three of 1, one of 2). In simulation a modality's rows are
+split across its sites, seeded: ``iid`` deals a random permutation into near-equal parts (as
+Flower Datasets' ``IidPartitioner`` does), ``dirichlet:ALPHA`` splits every class across the
+sites in proportions drawn from Dir(ALPHA) (as its ``DirichletPartitioner`` does, without
+resampling: a split that leaves a site without rows is refused, so the user picks another seed,
+a larger ALPHA or fewer sites). Flower-free; every error is one line (``SiteError``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class SiteError(ValueError):
+    """A topology or split that cannot be used; its message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class SiteSplit:
+    """How a modality's rows are dealt to its sites: ``kind`` "iid" or "dirichlet" (with ``alpha``)."""
+
+    kind: str
+    alpha: float = 0.0
+
+
+def parse_sites(text: str, n_modalities: int) -> tuple[int, ...]:
+    """Sites per modality from ``sites``: one integer for every modality, or a comma list with one
+    per modality; each at least 1."""
+    parts = [part.strip() for part in str(text).split(",")]
+    try:
+        counts = [int(part) for part in parts]
+    except ValueError:
+        raise SiteError(f"sites must be an integer or a comma list of integers, got {text!r}") from None
+    if len(counts) == 1:
+        counts *= n_modalities
+    if len(counts) != n_modalities:
+        raise SiteError(f"sites names {len(counts)} modalities, the data has {n_modalities}")
+    empty = [m for m, count in enumerate(counts) if count < 1]
+    if empty:
+        raise SiteError(f"sites gives modality {empty[0]} no site (every modality needs at least 1)")
+    return tuple(counts)
+
+
+def parse_site_split(text: str) -> SiteSplit:
+    """``iid`` or ``dirichlet:ALPHA`` (ALPHA > 0) as a SiteSplit."""
+    kind, _, alpha = str(text).partition(":")
+    if kind == "iid" and not alpha:
+        return SiteSplit("iid")
+    if kind == "dirichlet":
+        try:
+            value = float(alpha)
+        except ValueError:
+            value = 0.0
+        if value > 0 and np.isfinite(value):
+            return SiteSplit("dirichlet", value)
+    raise SiteError(f"site-split must be iid or dirichlet:ALPHA with ALPHA > 0, got {text!r}")
+
+
+def split_rows(labels: np.ndarray, n_sites: int, split: SiteSplit, seed: int, modality: int = 0) -> list[np.ndarray]:
+    """Each site's rows (sorted indices into ``labels``), disjoint, covering every row.
+
+    ``iid``: a permutation seeded by (seed, modality) dealt into ``n_sites`` parts whose sizes
+    differ by at most one. ``dirichlet``: for every class c, shares p_c ~ Dir(alpha 1_S) and the
+    class's rows, permuted, cut at round(cumsum(p_c) n_c)."""
+    n = len(labels)
+    if n_sites > n:
+        raise SiteError(f"modality {modality} has {n} rows, fewer than its {n_sites} sites")
+    rng = np.random.default_rng([seed, modality, 7])
+    if split.kind == "iid":
+        parts = np.array_split(rng.permutation(n), n_sites)
+    else:
+        parts = [[] for _ in range(n_sites)]
+        for c in np.unique(labels):
+            rows = rng.permutation(np.flatnonzero(labels == c))
+            shares = rng.dirichlet(np.full(n_sites, split.alpha))
+            cuts = np.round(np.cumsum(shares)[:-1] * len(rows)).astype(int)
+            for site, chunk in enumerate(np.split(rows, cuts)):
+                parts[site].extend(chunk.tolist())
+    rows_per_site = [np.sort(np.asarray(part, dtype=np.int64)) for part in parts]
+    empty = [site for site, rows in enumerate(rows_per_site) if len(rows) == 0]
+    if empty:
+        raise SiteError(f"site-split {split.kind}:{split.alpha:g} leaves site {empty[0]} of modality {modality} "
+                        "without rows; use a larger alpha, fewer sites or another seed")
+    return rows_per_site
+
+
+def average_weights(site_weights: list[dict[str, np.ndarray]], site_rows: list[int]) -> dict[str, np.ndarray]:
+    """FedAvg within a modality: every array the weighted mean of the sites' arrays,
+    sum_s (n_s / sum n) W_s, weighted by each site's rows n_s (as Flower's FedAvg weights by
+    examples). The sites must hold the same arrays in the same shapes."""
+    if not site_weights or len(site_weights) != len(site_rows):
+        raise SiteError(f"need one row count per site, got {len(site_weights)} weight sets and {len(site_rows)} counts")
+    names = set(site_weights[0])
+    for site, weights in enumerate(site_weights):
+        if set(weights) != names or any(weights[k].shape != site_weights[0][k].shape for k in names):
+            raise SiteError(f"site {site} holds other arrays than site 0; sites of a modality share one WAE")
+    shares = np.asarray(site_rows, dtype=np.float64) / float(sum(site_rows))
+    return {name: sum(share * weights[name].astype(np.float64) for share, weights in zip(shares, site_weights)
+                      ).astype(site_weights[0][name].dtype) for name in site_weights[0]}

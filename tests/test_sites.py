@@ -1,0 +1,84 @@
+"""The topology of several sites per modality (otm_fed.sites): parsing, refusals, and the seeded
+IID and Dirichlet splits of a modality's rows."""
+
+import numpy as np
+import pytest
+
+from otm_fed.sites import SiteError, SiteSplit, parse_site_split, parse_sites, split_rows
+
+LABELS = np.repeat(np.arange(4), [50, 30, 15, 5])  # 100 rows, unbalanced classes
+
+
+def test_sites_parse_one_count_for_all_or_one_per_modality():
+    assert parse_sites("3,3,1", 3) == (3, 3, 1)
+    assert parse_sites("2", 3) == (2, 2, 2)
+    assert parse_sites(1, 2) == (1, 1)
+
+
+@pytest.mark.parametrize("text, message", [("3,0,1", "modality 1 no site"), ("3,3", "names 2 modalities"),
+                                           ("two", "comma list of integers")])
+def test_a_bad_topology_is_one_line(text, message):
+    with pytest.raises(SiteError, match=message) as refused:
+        parse_sites(text, 3)
+    assert "\n" not in str(refused.value)
+
+
+def test_site_split_parses_iid_and_dirichlet_and_refuses_the_rest():
+    assert parse_site_split("iid") == SiteSplit("iid")
+    assert parse_site_split("dirichlet:0.5") == SiteSplit("dirichlet", 0.5)
+    for text in ("dirichlet:0", "dirichlet:-1", "dirichlet:x", "dirichlet", "iid:3", "random"):
+        with pytest.raises(SiteError, match="iid or dirichlet:ALPHA"):
+            parse_site_split(text)
+
+
+def test_iid_deals_every_row_once_in_near_equal_seeded_parts():
+    parts = split_rows(LABELS, 3, SiteSplit("iid"), seed=0)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(100))
+    assert [len(p) for p in parts] == [34, 33, 33]
+    again = split_rows(LABELS, 3, SiteSplit("iid"), seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+    other_modality = split_rows(LABELS, 3, SiteSplit("iid"), seed=0, modality=1)
+    assert not np.array_equal(parts[0], other_modality[0])  # each modality's sites are drawn apart
+
+
+def class_shares(parts: list[np.ndarray]) -> np.ndarray:
+    """Per site, the share of each class among its rows."""
+    return np.array([np.bincount(LABELS[p], minlength=4) / len(p) for p in parts])
+
+
+def test_dirichlet_skews_the_sites_classes_as_alpha_falls():
+    overall = np.bincount(LABELS) / len(LABELS)
+    spread = {}
+    for alpha in (0.3, 1000.0):
+        deviations = []
+        for seed in range(10):
+            try:
+                parts = split_rows(LABELS, 3, SiteSplit("dirichlet", alpha), seed=seed)
+            except SiteError:
+                continue
+            assert sorted(np.concatenate(parts).tolist()) == list(range(100))
+            deviations.append(np.abs(class_shares(parts) - overall).sum(1).mean())
+        spread[alpha] = float(np.mean(deviations))
+    assert spread[1000.0] < 0.1 < 0.4 < spread[0.3]
+
+
+def test_a_split_that_empties_a_site_or_has_more_sites_than_rows_is_refused():
+    with pytest.raises(SiteError, match="without rows"):
+        for seed in range(20):  # at alpha 0.01 most draws put a class wholly on one site
+            split_rows(LABELS, 8, SiteSplit("dirichlet", 0.01), seed=seed)
+    with pytest.raises(SiteError, match="fewer than its 101 sites"):
+        split_rows(LABELS, 101, SiteSplit("iid"), seed=0)
+
+
+def test_fedavg_weights_each_site_by_its_rows_and_refuses_mismatched_models():
+    from otm_fed.sites import average_weights
+
+    a = {"w": np.array([[1.0, 2.0]], dtype=np.float32), "b": np.array([0.0], dtype=np.float32)}
+    b = {"w": np.array([[4.0, 8.0]], dtype=np.float32), "b": np.array([3.0], dtype=np.float32)}
+    mean = average_weights([a, b], [30, 10])
+    np.testing.assert_allclose(mean["w"], [[1.75, 3.5]])
+    np.testing.assert_allclose(mean["b"], [0.75])
+    assert mean["w"].dtype == np.float32
+    assert average_weights([a], [5])["w"].tolist() == a["w"].tolist()
+    with pytest.raises(SiteError, match="site 1 holds other arrays"):
+        average_weights([a, {"w": a["w"]}], [1, 1])
