@@ -65,8 +65,7 @@ def split_rows(labels: np.ndarray, n_sites: int, split: SiteSplit, seed: int, mo
     """Each site's rows (sorted indices into ``labels``), disjoint, covering every row.
 
     ``iid``: a permutation seeded by (seed, modality) dealt into ``n_sites`` parts whose sizes
-    differ by at most one. ``dirichlet``: for every class c, shares p_c ~ Dir(alpha 1_S) and the
-    class's rows, permuted, cut at round(cumsum(p_c) n_c)."""
+    differ by at most one. ``dirichlet``: ``dirichlet_parts`` with the same generator."""
     n = len(labels)
     if n_sites > n:
         raise SiteError(f"modality {modality} has {n} rows, fewer than its {n_sites} sites")
@@ -74,19 +73,27 @@ def split_rows(labels: np.ndarray, n_sites: int, split: SiteSplit, seed: int, mo
     if split.kind == "iid":
         parts = np.array_split(rng.permutation(n), n_sites)
     else:
-        parts = [[] for _ in range(n_sites)]
-        for c in np.unique(labels):
-            rows = rng.permutation(np.flatnonzero(labels == c))
-            shares = rng.dirichlet(np.full(n_sites, split.alpha))
-            cuts = np.round(np.cumsum(shares)[:-1] * len(rows)).astype(int)
-            for site, chunk in enumerate(np.split(rows, cuts)):
-                parts[site].extend(chunk.tolist())
+        parts = dirichlet_parts(labels, n_sites, split.alpha, rng)
     rows_per_site = [np.sort(np.asarray(part, dtype=np.int64)) for part in parts]
     empty = [site for site, rows in enumerate(rows_per_site) if len(rows) == 0]
     if empty:
         raise SiteError(f"site-split {split.kind}:{split.alpha:g} leaves site {empty[0]} of modality {modality} "
                         "without rows; use a larger alpha, fewer sites or another seed")
     return rows_per_site
+
+
+def dirichlet_parts(labels: np.ndarray, n_sites: int, alpha: float, rng: np.random.Generator) -> list[np.ndarray]:
+    """Each class c in sorted order: shares p_c ~ Dir(alpha 1_S) from ``rng``, and c's rows, in
+    index order, cut at floor(cumsum(p_c) n_c): the cut Flower Datasets' DirichletPartitioner
+    makes (without self-balancing, before any resampling), so the same generator gives the same
+    sites (``benchmarks/studies/site_split_check.py``)."""
+    parts: list[list[int]] = [[] for _ in range(n_sites)]
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        cuts = (np.cumsum(rng.dirichlet(np.full(n_sites, alpha))) * len(rows)).astype(int)[:-1]
+        for site, chunk in enumerate(np.split(rows, cuts)):
+            parts[site].extend(chunk.tolist())
+    return [np.asarray(part, dtype=np.int64) for part in parts]
 
 
 def average_weights(site_weights: list[dict[str, np.ndarray]], site_rows: list[int]) -> dict[str, np.ndarray]:
