@@ -16,6 +16,7 @@ import numpy as np
 from otm_fed.config import ConfigError, resolve_config
 from otm_fed.data import (DATASET_FILES, MultiViewDataset, dataset_file, load_dataset, load_multiview, make_synthetic,
                           normalise_view, view_orders)
+from otm_fed.sites import SiteError, parse_site_split, parse_sites, split_rows
 from otm_fed.supervised import fold_indices, regression_target
 
 
@@ -120,6 +121,20 @@ def check_fits(config: Mapping[str, Any], dataset: MultiViewDataset, n_modalitie
                           f"an agent of {name} holds; choose at most {n_train}: --set batch-size={n_train} "
                           f"(flwr run: --run-config batch-size={n_train})")
     anchor_ids(config, len(dataset.labels))
+    check_sites(config, dataset.labels, n_modalities)
+
+
+def check_sites(config: Mapping[str, Any], labels: np.ndarray, n_modalities: int) -> None:
+    """The topology fits the data: ``sites`` names every modality, and ``site-split`` gives every
+    site of every modality rows (``otm_fed.sites``), refused in one line before any round."""
+    try:
+        counts = parse_sites(config["sites"], n_modalities)
+        split = parse_site_split(config["site-split"])
+        for modality, n_sites in enumerate(counts):
+            order = training_order(config, modality, labels)
+            split_rows(labels[order], n_sites, split, config["seed"], modality)
+    except SiteError as error:
+        raise ConfigError(str(error)) from None
 
 
 @dataclass

@@ -82,3 +82,18 @@ def test_fedavg_weights_each_site_by_its_rows_and_refuses_mismatched_models():
     assert average_weights([a], [5])["w"].tolist() == a["w"].tolist()
     with pytest.raises(SiteError, match="site 1 holds other arrays"):
         average_weights([a, {"w": a["w"]}], [1, 1])
+
+
+def test_a_topology_that_does_not_fit_the_data_is_refused_before_any_round():
+    from otm_fed.config import ConfigError, resolve_config
+    from otm_fed.scenario import check_fits, scenario_dataset
+
+    small = {"synthetic-samples": "60", "batch-size": "20"}
+    for overrides, message in (({"sites": "2,2"}, "sites names 2 modalities, the data has 3"),
+                               ({"sites": "61"}, "60 rows, fewer than its 61 sites"),
+                               ({"sites": "6", "site-split": "dirichlet:0.01"}, "without rows")):
+        config = resolve_config("synthetic", {**small, **overrides})
+        with pytest.raises(ConfigError, match=message):
+            check_fits(config, scenario_dataset(config))
+    fitting = resolve_config("synthetic", {**small, "sites": "3,2,1", "site-split": "dirichlet:0.5"})
+    check_fits(fitting, scenario_dataset(fitting))
