@@ -303,18 +303,23 @@ def view_table(rows: Sequence[Mapping[str, Any]], baseline: str = "local-only") 
     on the same batches, with its standard error and verdict (clearly above / below: more than two
     standard errors from 0). The oracle's batches are aligned whatever the setting, so an
     ``otm-oracle*`` method pairs with ``baseline`` run on aligned batches; any other method with
-    ``baseline`` in its own setting. Rows: ``benchmarks/clustering.py`` JSON rows of any setting."""
+    ``baseline`` in its own setting. A row run with ``--set`` overrides is its own method, named
+    with them. Rows: ``benchmarks/clustering.py`` JSON rows of any setting."""
     def batches_aligned(row: Mapping[str, Any]) -> bool:
         return bool(row["aligned"]) or row["method"].startswith("otm-oracle")
 
+    def label(row: Mapping[str, Any]) -> str:
+        """The method, with the run's ``--set`` overrides where it had any."""
+        return " ".join([row["method"], *(f"{key}={value}" for key, value in sorted(row.get("set", {}).items()))])
+
     base = {(r["dataset"], r["seed"], bool(r["aligned"])): np.array(r["acc_per_modality"]) for r in rows
-            if r["method"] == baseline}
+            if label(r) == baseline}
     lines = ["| data set | method | seeds | ACC per view | minus local-only on the same batches, per view | mean |",
              "|---|---|---|---|---|---|"]
-    methods = sorted({(r["dataset"], r["method"]) for r in rows if r["method"] != baseline})
+    methods = sorted({(r["dataset"], label(r)) for r in rows if label(r) != baseline})
     for dataset, method in methods:
         paired = [(np.array(r["acc_per_modality"]), base[(dataset, r["seed"], batches_aligned(r))]) for r in rows
-                  if (r["dataset"], r["method"]) == (dataset, method)
+                  if (r["dataset"], label(r)) == (dataset, method)
                   and (dataset, r["seed"], batches_aligned(r)) in base]
         if len(paired) < 2:
             continue
