@@ -142,4 +142,10 @@ def test_the_view_table_names_a_run_with_overrides_as_its_own_method():
     lines = oracle.view_table(rows).splitlines()[2:]
     assert lines == ["| d | otm | 2 | 0.650 | +0.100 ± 0.000 above | +0.1000 ± 0.0000 above |",
                      "| d | otm gate-threshold=0 | 2 | 0.450 | -0.100 ± 0.000 below | -0.1000 ± 0.0000 below |"]
+    # an override every method ran with (local-only too) pairs each method with its own local-only
+    l2 = {"normalisation": "l2"}
+    rows += [row("local-only", 1, [0.2], l2), row("local-only", 2, [0.3], l2), row("otm", 1, [0.3], l2),
+             row("otm", 2, [0.3], l2)]
+    assert oracle.view_table(rows).splitlines()[-1] == ("| d | otm normalisation=l2 | 2 | 0.300 | +0.050 ± 0.050 tie | "
+                                                       "+0.0500 ± 0.0500 tie |")
 
