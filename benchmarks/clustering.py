@@ -101,7 +101,7 @@ def raw_kmeans_row(dataset: str, aligned: bool, seed: int, data_dir: str) -> dic
 def federated_row(dataset: str, method: str, aligned: bool, seed: int, rounds: int | None, data_dir: str,
                   runs_dir: Path, settings: dict[str, str] | None = None) -> dict[str, Any]:
     """One run of the scenario's federated training (the method's overrides, then ``settings``);
-    the final round's scores."""
+    the final round's scores, and ``settings`` (``--set``) under "set" where there are any."""
     from launcher.inprocess import run_inprocess
 
     overrides = {**METHODS[method], **(settings or {}), "aligned": METHODS[method].get("aligned", str(aligned)),
@@ -113,7 +113,8 @@ def federated_row(dataset: str, method: str, aligned: bool, seed: int, rounds: i
     started = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         run_inprocess(config, scenario_dataset(config).n_views, run_dir)
-    return {**row_from_run(run_dir), "seconds": time.perf_counter() - started}
+    return {**row_from_run(run_dir), **({"set": dict(settings)} if settings else {}),
+            "seconds": time.perf_counter() - started}
 
 
 RUN_NAME = re.compile(rf"^(.+?)-({'|'.join(sorted(METHODS, key=len, reverse=True))})-"

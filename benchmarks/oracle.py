@@ -303,19 +303,33 @@ def view_table(rows: Sequence[Mapping[str, Any]], baseline: str = "local-only") 
     on the same batches, with its standard error and verdict (clearly above / below: more than two
     standard errors from 0). The oracle's batches are aligned whatever the setting, so an
     ``otm-oracle*`` method pairs with ``baseline`` run on aligned batches; any other method with
-    ``baseline`` in its own setting. Rows: ``benchmarks/clustering.py`` JSON rows of any setting."""
+    ``baseline`` in its own setting. A row run with ``--set`` overrides is its own method, named
+    with them, and pairs with ``baseline`` run with the same overrides where there is one, else
+    with plain ``baseline``. Rows: ``benchmarks/clustering.py`` JSON rows of any setting."""
     def batches_aligned(row: Mapping[str, Any]) -> bool:
         return bool(row["aligned"]) or row["method"].startswith("otm-oracle")
 
-    base = {(r["dataset"], r["seed"], bool(r["aligned"])): np.array(r["acc_per_modality"]) for r in rows
-            if r["method"] == baseline}
+    def overrides(row: Mapping[str, Any]) -> tuple[str, ...]:
+        return tuple(f"{key}={value}" for key, value in sorted(row.get("set", {}).items()))
+
+    def label(row: Mapping[str, Any]) -> str:
+        """The method, with the run's ``--set`` overrides where it had any."""
+        return " ".join([row["method"], *overrides(row)])
+
+    base = {(r["dataset"], r["seed"], bool(r["aligned"]), overrides(r)): np.array(r["acc_per_modality"])
+            for r in rows if r["method"] == baseline}
+
+    def alone(row: Mapping[str, Any]) -> np.ndarray | None:
+        """The baseline of ``row``'s seed and batches: run with its overrides, else without."""
+        key = (row["dataset"], row["seed"], batches_aligned(row))
+        return base.get((*key, overrides(row)), base.get((*key, ())))
+
     lines = ["| data set | method | seeds | ACC per view | minus local-only on the same batches, per view | mean |",
              "|---|---|---|---|---|---|"]
-    methods = sorted({(r["dataset"], r["method"]) for r in rows if r["method"] != baseline})
+    methods = sorted({(r["dataset"], label(r)) for r in rows if r["method"] != baseline})
     for dataset, method in methods:
-        paired = [(np.array(r["acc_per_modality"]), base[(dataset, r["seed"], batches_aligned(r))]) for r in rows
-                  if (r["dataset"], r["method"]) == (dataset, method)
-                  and (dataset, r["seed"], batches_aligned(r)) in base]
+        paired = [(np.array(r["acc_per_modality"]), alone(r)) for r in rows
+                  if (r["dataset"], label(r)) == (dataset, method) and alone(r) is not None]
         if len(paired) < 2:
             continue
         acc = np.mean([own for own, _ in paired], axis=0)

@@ -200,6 +200,12 @@ COMMANDS: dict[str, str] = {
                                "eval-codes.npz runs/route-48/{orl,synthetic}-local-only-unaligned-seed48/eval-codes.npz "
                                "--variants today,draws-geodesic,draws-geodesic-tuned --restarts 2 "
                                "--json results/frame-search-tuned.json",
+    "anchor-gate-seeds36-37.json": f"{CLUSTERING} {SEVEN_SETS} --methods local-only,otm-anchors-50-flow-guard "
+                                   "--settings unaligned --seeds 2 --first-seed 36 --jobs 2 "
+                                   "--json results/anchor-gate-seeds36-37.json",
+    "anchor-gate-0.25-seeds36-37.json": f"{CLUSTERING} {SEVEN_SETS} --methods otm-anchors-50-flow-guard --settings "
+                                        "unaligned --seeds 2 --first-seed 36 --jobs 2 --set anchor-gate-threshold=0.25 "
+                                        "--json results/anchor-gate-0.25-seeds36-37.json",
     "unpaired-alignment-seeds0-4.json": "python benchmarks/unpaired_alignment.py --datasets snare-seq,scgem --seeds "
                                         "0,1,2,3,4 --methods frames-local-only,rigid-ceiling --runs-dir RUNS "
                                         "--json results/unpaired-alignment-seeds0-4.json",

@@ -129,3 +129,23 @@ def test_headroom_names_a_missing_run_file_among_several_before_any_probe(tmp_pa
         oracle.main(["headroom", "--runs", f"{present},{tmp_path / 'absent.json'}"])
     err = capsys.readouterr().err
     assert f"no such file: {tmp_path / 'absent.json'}" in err and "present.json" not in err
+
+
+def test_the_view_table_names_a_run_with_overrides_as_its_own_method():
+    def row(method, seed, accs, overrides=None):
+        return {"dataset": "d", "method": method, "seed": seed, "aligned": False, "acc_per_modality": accs,
+                **({"set": overrides} if overrides else {})}
+
+    rows = [row("local-only", 1, [0.5]), row("local-only", 2, [0.6]),
+            row("otm", 1, [0.6]), row("otm", 2, [0.7]),
+            row("otm", 1, [0.4], {"gate-threshold": "0"}), row("otm", 2, [0.5], {"gate-threshold": "0"})]
+    lines = oracle.view_table(rows).splitlines()[2:]
+    assert lines == ["| d | otm | 2 | 0.650 | +0.100 ± 0.000 above | +0.1000 ± 0.0000 above |",
+                     "| d | otm gate-threshold=0 | 2 | 0.450 | -0.100 ± 0.000 below | -0.1000 ± 0.0000 below |"]
+    # an override every method ran with (local-only too) pairs each method with its own local-only
+    l2 = {"normalisation": "l2"}
+    rows += [row("local-only", 1, [0.2], l2), row("local-only", 2, [0.3], l2), row("otm", 1, [0.3], l2),
+             row("otm", 2, [0.3], l2)]
+    assert oracle.view_table(rows).splitlines()[-1] == ("| d | otm normalisation=l2 | 2 | 0.300 | +0.050 ± 0.050 tie | "
+                                                       "+0.0500 ± 0.0500 tie |")
+
