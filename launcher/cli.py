@@ -31,7 +31,7 @@ from otm_fed.config import SCENARIO_DIR, ConfigError, resolve_config
 from otm_fed.data import DATASET_FILES
 from otm_fed.results import (CONFIG_FILE, RUN_DIR_PATTERN, holds_run, is_finished, new_folder, new_run_dir,
                              open_run_dir, read_summary, rounds_done)
-from otm_fed.scenario import check_fits, scenario_dataset, with_absolute_data
+from otm_fed.scenario import check_fits, scenario_dataset, site_counts, with_absolute_data
 
 APP_DIR = Path(__file__).resolve().parent.parent
 
@@ -112,6 +112,7 @@ def simulate(args: argparse.Namespace) -> int:
     dataset = scenario_dataset(config)
     check_fits(config, dataset)
     n_modalities = config["num-modalities"] or dataset.n_views
+    n_nodes = sum(site_counts(config, n_modalities))
     if args.engine == "simulation":
         from launcher.simulation import backend_config
 
@@ -124,16 +125,17 @@ def simulate(args: argparse.Namespace) -> int:
                           "or choose another --out (or none, for a new folder)")
     run_dir = open_run_dir(args.out, config["resume"]) if args.out else new_run_dir(config)
     args.run_dir = run_dir
-    print(f"otm-fed: scenario {config['scenario']} ({config['dataset']}, {n_modalities} modalities), "
+    sites = f", {n_nodes} sites" if n_nodes > n_modalities else ""
+    print(f"otm-fed: scenario {config['scenario']} ({config['dataset']}, {n_modalities} modalities{sites}), "
           f"strategy {config['strategy']}, {config['rounds']} rounds -> {run_dir}", flush=True)
     if args.engine == "inprocess":
         from launcher.inprocess import run_inprocess
 
-        run_dir = run_inprocess(config, n_modalities, run_dir)
+        run_dir = run_inprocess(config, n_nodes, run_dir)
     else:
         from launcher.simulation import run_simulation
 
-        run_dir = run_simulation(config, n_modalities, run_dir, actors=args.actors)
+        run_dir = run_simulation(config, n_nodes, run_dir, actors=args.actors)
     summary = read_summary(run_dir)
     if summary is None:
         print(f"otm-fed: the run ended without a summary; see {run_dir}", file=sys.stderr)

@@ -46,6 +46,15 @@ def parse_sites(text: str, n_modalities: int) -> tuple[int, ...]:
     return tuple(counts)
 
 
+def sites_of(text: str, modality: int) -> int:
+    """How many sites hold ``modality`` by ``sites`` (one count for all, or the list's entry),
+    without knowing how many modalities there are."""
+    counts = parse_sites(text, len(str(text).split(",")))
+    if len(counts) > 1 and modality >= len(counts):
+        raise SiteError(f"sites names {len(counts)} modalities, modality {modality} is not among them")
+    return counts[modality] if len(counts) > 1 else counts[0]
+
+
 def parse_site_split(text: str) -> SiteSplit:
     """``iid`` or ``dirichlet:ALPHA`` (ALPHA > 0) as a SiteSplit."""
     kind, _, alpha = str(text).partition(":")
@@ -109,3 +118,41 @@ def average_weights(site_weights: list[dict[str, np.ndarray]], site_rows: list[i
     shares = np.asarray(site_rows, dtype=np.float64) / float(sum(site_rows))
     return {name: sum(share * weights[name].astype(np.float64) for share, weights in zip(shares, site_weights)
                       ).astype(site_weights[0][name].dtype) for name in site_weights[0]}
+
+
+Agent = tuple[int, int]
+"""An agent of the federation: (modality m, site s); a modality held at one site has site 0."""
+
+
+def agents_of(counts: tuple[int, ...]) -> list[Agent]:
+    """Every (modality, site) of a topology, modality-major: the order in which simulation gives
+    its nodes partition ids 0, 1, ..."""
+    return [(modality, site) for modality, n_sites in enumerate(counts) for site in range(n_sites)]
+
+
+def agent_of_partition(partition_id: int, counts: tuple[int, ...]) -> Agent:
+    """The (modality, site) a simulated node with ``partition_id`` plays."""
+    agents = agents_of(counts)
+    if not 0 <= partition_id < len(agents):
+        raise SiteError(f"partition {partition_id} does not exist: the topology {counts} has {len(agents)} sites")
+    return agents[partition_id]
+
+
+def batch_shares(rows: dict[Agent, int], batch_size: int) -> dict[Agent, int]:
+    """Each site's share of its modality's batch of ``batch_size`` rows, proportional to its rows
+    n_s: the largest-remainder rounding of batch_size n_s / sum n (ties to the lower site), at
+    least 1 and at most n_s; a modality with at most ``batch_size`` rows sends all of them."""
+    shares: dict[Agent, int] = {}
+    for modality in sorted({m for m, _ in rows}):
+        sites = sorted(agent for agent in rows if agent[0] == modality)
+        counts = np.array([rows[agent] for agent in sites], dtype=np.int64)
+        total = int(counts.sum())
+        if total <= batch_size:
+            shares.update(zip(sites, counts.tolist()))
+            continue
+        exact = batch_size * counts / total
+        share = np.floor(exact).astype(np.int64)
+        for index in np.argsort(-(exact - share), kind="stable")[:batch_size - int(share.sum())]:
+            share[index] += 1
+        shares.update(zip(sites, np.clip(share, 1, counts).tolist()))
+    return shares
