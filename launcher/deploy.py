@@ -282,12 +282,15 @@ class LocalFederation:
         RunFailed, with the SuperLink's reason, unless the run finished completed (``flwr run``
         returns 0 when the ServerApp refuses to run, e.g. into a folder holding another run)."""
         overrides = " ".join(f"{key}={toml_value(value)}" for key, value in run_config.items())
+        deadline = time.monotonic() + timeout
         result = self.flwr("run", str(app_dir), self.name, "--run-config", overrides, "--stream", timeout=timeout)
         started = re.search(r"Successfully started run (\d+)", result.stdout)
         if result.returncode != 0 or not started:
             raise RunFailed(f"flwr run {app_dir} started no run: "
                             f"{one_line(result.stderr) or one_line(result.stdout)[-300:] or 'no output'}")
-        status, details = self.run_status(int(started.group(1)))
+        # the stream may end before the run does (a busy SuperLink's database refuses its log
+        # request): wait for the run itself, up to the same deadline
+        status, details = self.run_status(int(started.group(1)), max(30.0, deadline - time.monotonic()))
         if status != "finished:completed":
             raise RunFailed(f"run {started.group(1)} of {Path(app_dir).name} ended {status}: "
                             f"{details or 'no reason given'} (log: {self.work_dir / 'superlink.log'})")

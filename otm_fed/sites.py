@@ -141,7 +141,8 @@ def agent_of_partition(partition_id: int, counts: tuple[int, ...]) -> Agent:
 def batch_shares(rows: dict[Agent, int], batch_size: int) -> dict[Agent, int]:
     """Each site's share of its modality's batch of ``batch_size`` rows, proportional to its rows
     n_s: the largest-remainder rounding of batch_size n_s / sum n (ties to the lower site), at
-    least 1 and at most n_s; a modality with at most ``batch_size`` rows sends all of them."""
+    least 1 (taken from the largest share) and at most n_s, summing to ``batch_size``; a modality
+    with at most ``batch_size`` rows sends all of them."""
     shares: dict[Agent, int] = {}
     for modality in sorted({m for m, _ in rows}):
         sites = sorted(agent for agent in rows if agent[0] == modality)
@@ -154,5 +155,8 @@ def batch_shares(rows: dict[Agent, int], batch_size: int) -> dict[Agent, int]:
         share = np.floor(exact).astype(np.int64)
         for index in np.argsort(-(exact - share), kind="stable")[:batch_size - int(share.sum())]:
             share[index] += 1
-        shares.update(zip(sites, np.clip(share, 1, counts).tolist()))
+        for index in np.flatnonzero(share == 0):  # every site sends a row, taken from the largest share
+            share[int(np.argmax(share))] -= 1
+            share[index] = 1
+        shares.update(zip(sites, share.tolist()))
     return shares

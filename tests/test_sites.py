@@ -4,7 +4,8 @@ IID and Dirichlet splits of a modality's rows."""
 import numpy as np
 import pytest
 
-from otm_fed.sites import SiteError, SiteSplit, parse_site_split, parse_sites, split_rows
+from otm_fed.sites import (SiteError, SiteSplit, agent_of_partition, agents_of, batch_shares, parse_site_split, parse_sites,
+                           sites_of, split_rows)
 
 LABELS = np.repeat(np.arange(4), [50, 30, 15, 5])  # 100 rows, unbalanced classes
 
@@ -97,3 +98,20 @@ def test_a_topology_that_does_not_fit_the_data_is_refused_before_any_round():
             check_fits(config, scenario_dataset(config))
     fitting = resolve_config("synthetic", {**small, "sites": "3,2,1", "site-split": "dirichlet:0.5"})
     check_fits(fitting, scenario_dataset(fitting))
+
+
+def test_partitions_play_the_sites_modality_major():
+    assert agents_of((3, 2, 1)) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 0)]
+    assert agent_of_partition(4, (3, 2, 1)) == (1, 1)
+    with pytest.raises(SiteError, match="partition 6 does not exist"):
+        agent_of_partition(6, (3, 2, 1))
+    assert sites_of("3,2,1", 1) == 2 and sites_of("4", 7) == 4
+    with pytest.raises(SiteError, match="modality 3 is not among them"):
+        sites_of("3,2,1", 3)
+
+
+def test_batch_shares_are_proportional_to_rows_and_sum_to_the_batch():
+    shares = batch_shares({(0, 0): 400, (0, 1): 300, (0, 2): 333, (1, 0): 10, (1, 1): 5}, 256)
+    assert shares[(0, 0)] + shares[(0, 1)] + shares[(0, 2)] == 256
+    assert shares == {(0, 0): 99, (0, 1): 74, (0, 2): 83, (1, 0): 10, (1, 1): 5}  # 99.2, 74.4, 82.5: remainders
+    assert batch_shares({(0, 0): 1000, (0, 1): 1}, 100) == {(0, 0): 99, (0, 1): 1}  # every site sends a row
