@@ -73,6 +73,7 @@ def test_a_split_that_empties_a_site_or_has_more_sites_than_rows_is_refused():
 
 def test_fedavg_weights_each_site_by_its_rows_and_refuses_mismatched_models():
     from otm_fed.sites import average_weights
+    from otm_fed_flwr.records import array_record
 
     a = {"w": np.array([[1.0, 2.0]], dtype=np.float32), "b": np.array([0.0], dtype=np.float32)}
     b = {"w": np.array([[4.0, 8.0]], dtype=np.float32), "b": np.array([3.0], dtype=np.float32)}
@@ -115,3 +116,24 @@ def test_batch_shares_are_proportional_to_rows_and_sum_to_the_batch():
     assert shares[(0, 0)] + shares[(0, 1)] + shares[(0, 2)] == 256
     assert shares == {(0, 0): 99, (0, 1): 74, (0, 2): 83, (1, 0): 10, (1, 1): 5}  # 99.2, 74.4, 82.5: remainders
     assert batch_shares({(0, 0): 1000, (0, 1): 1}, 100) == {(0, 0): 99, (0, 1): 1}  # every site sends a row
+
+
+def test_fedavg_within_a_modality_is_flowers_fedavg_aggregation():
+    """average_weights against Flower's own aggregate_arrayrecords (ArrayRecords in, weighted by
+    num-examples): the same arrays, to float32 precision (ours sums in float64)."""
+    from flwr.app import MetricRecord, RecordDict
+    from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+    from otm_fed.sites import average_weights
+    from otm_fed_flwr.records import array_record
+
+    rng = np.random.default_rng(3)
+    sites = [{"encoder.0.weight": rng.normal(size=(8, 5)).astype(np.float32),
+              "encoder.0.bias": rng.normal(size=8).astype(np.float32)} for _ in range(3)]
+    rows = [80, 33, 120]
+    flower = aggregate_arrayrecords([RecordDict({"arrays": array_record(site), "metrics": MetricRecord({"num-examples": n})})
+                                     for site, n in zip(sites, rows)], "num-examples")
+    ours = average_weights(sites, rows)
+    for name, array in flower.items():
+        np.testing.assert_allclose(ours[name], array.numpy(), rtol=1e-6, atol=1e-7)
+        assert ours[name].dtype == np.float32
