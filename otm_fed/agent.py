@@ -8,7 +8,6 @@ rebuild the agent exactly (Flower's deployment engine does that).
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import re
 from dataclasses import replace
@@ -163,12 +162,14 @@ class ModalityAgent:
         """Rows per own step: ``batch-size``, at most N_m."""
         return min(self.config["batch-size"], len(self.data.train))
 
-    def own_steps(self) -> int:
+    def own_steps(self, kept_rows: int | None = None) -> int:
         """Steps on fresh batches of the agent's own data after the kept batch's, each round: enough
-        that the run covers ``epochs`` passes over its N_m training rows, ceil(epochs N_m /
-        (rounds x batch-size)) steps a round in all, of which ``local-steps`` are the kept batch's."""
-        total = math.ceil(self.config["epochs"] * len(self.data.train) / (self.config["rounds"] * self.own_batch_size()))
-        return max(0, total - self.config["local-steps"])
+        that the run covers ``epochs`` passes over its N_m training rows, ceil((epochs N_m / rounds
+        - local-steps x kept rows) / batch-size). The kept batch is ``batch-size`` rows (at most
+        N_m) unless the agent is a site sending its share of its modality's batch (``kept_rows``)."""
+        kept = self.own_batch_size() if kept_rows is None else kept_rows
+        rows_left = self.config["epochs"] * len(self.data.train) - self.config["rounds"] * self.config["local-steps"] * kept
+        return max(0, -(-rows_left // (self.config["rounds"] * self.own_batch_size())))
 
     def train(self, instruction: TrainInstruction) -> dict[str, float]:
         """E = ``local-steps`` steps on the kept batch with eq. 6 (+ server gradient, + MMD, + eq. 8
@@ -194,7 +195,7 @@ class ModalityAgent:
         steps = [self.step(self.batch_indices, generator, projected, gradient, weights)
                  for _ in range(self.config["local-steps"])]
         fresh = np.random.default_rng([instruction.seed, *self.stream(instruction.round, 6)])
-        for _ in range(self.own_steps()):
+        for _ in range(self.own_steps(len(self.batch_indices))):
             self.step(np.sort(fresh.choice(len(self.data.train), self.own_batch_size(), replace=False)), generator)
         return {**steps[0], **uptake}
 
