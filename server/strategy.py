@@ -5,8 +5,9 @@ what to send to whom and what to keep. An agent is a (modality, site): with seve
 modality (``sites``) the server learns each node's site and rows (HELLO), deals each site its
 share of the modality's batch, pools a modality's codes before aligning and mixing (the mixer
 sees one block per modality), returns each site its own columns of T_m, and averages the WAE
-weights of a modality's sites (FedAvg) every ``site-avg-every`` rounds. Subclass and override the small methods
-(``query_messages``, ``mix``, ``train_payloads``, ``aggregate_scores``) to change one step.
+weights of a modality's sites (FedAvg) every ``site-avg-every`` rounds. Subclass and override the
+small methods (``query_messages``, ``mix``, ``train_payloads``, ``aggregate_scores``) to change
+one step.
 ``LocalOnlyStrategy`` is the paper's MWAE baseline on the same base: no QUERY, no mixing.
 """
 
