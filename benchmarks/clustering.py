@@ -40,7 +40,7 @@ from otm_fed.config import ConfigError, resolve_config  # noqa: E402
 from otm_fed.metrics import kmeans_scores  # noqa: E402
 from otm_fed.protocol import SCORE_NAMES  # noqa: E402
 from otm_fed.results import CONFIG_FILE, SUMMARY_FILE, new_folder, read_rounds, write_json  # noqa: E402
-from otm_fed.scenario import normalised_views, scenario_dataset  # noqa: E402
+from otm_fed.scenario import normalised_views, scenario_dataset, site_counts  # noqa: E402
 
 DATASETS = ("synthetic", "orl", "movies", "prokaryotic", "handwritten")
 # "otm" is the default: frames aligned on the server and the label-free gate (otm_fed.frames);
@@ -112,7 +112,8 @@ def federated_row(dataset: str, method: str, aligned: bool, seed: int, rounds: i
     run_dir = runs_dir / f"{dataset_label(dataset)}-{method}-{'aligned' if aligned else 'unaligned'}-seed{seed}"
     started = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
-        run_inprocess(config, scenario_dataset(config).n_views, run_dir)
+        run_inprocess(config, sum(site_counts(config, config["num-modalities"] or scenario_dataset(config).n_views)),
+                      run_dir)
     return {**row_from_run(run_dir), **({"set": dict(settings)} if settings else {}),
             "seconds": time.perf_counter() - started}
 

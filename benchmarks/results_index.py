@@ -137,6 +137,12 @@ COMMANDS: dict[str, str] = {
                              "--engines inprocess --rounds 120 --json results/speed-120-search.json",
     "speed-local-training.json": "python benchmarks/speed.py --scenarios orl,movies,prokaryotic,handwritten "
                                  "--engines inprocess,simulation --rounds 120 --json results/speed-local-training.json",
+    "speed-sites.json": "python benchmarks/speed.py --scenarios handwritten --engines inprocess --sites 1,2,5,10 "
+                        "--rounds 20 --json results/speed-sites.json",
+    "speed-sites-100.json": "python benchmarks/speed.py --scenarios handwritten --engines inprocess --sites 1,5 "
+                            "--rounds 100 --json results/speed-sites-100.json",
+    "sites-seeds0-4.json": "python benchmarks/sites.py --datasets synthetic,prokaryotic,handwritten --seeds 5 "
+                           "--first-seed 0 --jobs 2 --json results/sites-seeds0-4.json",
     "mixing-oracle-seeds36-37.json": f"{CLUSTERING} {ALL_SETS} --methods local-only,otm-oracle,otm-oracle-contrastive "
                                      "--settings unaligned --seeds 2 --first-seed 36 --jobs 2 "
                                      "--json results/mixing-oracle-seeds36-37.json",

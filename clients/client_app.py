@@ -2,9 +2,11 @@
 
 Flower's deployment engine may start a fresh process per message, so the agent is rebuilt from
 ``context.state`` on every message and saved back before replying. A node learns its modality
-from ``node_config``: ``modality`` in deployment, ``partition-id`` in simulation; in deployment
-``data-path`` names the site's own data file (else the scenario's dataset is read) and, with
-``anchors`` > 0, ``anchors-file`` the site's anchor ids (else the simulation's seeded draw).
+from ``node_config``: ``modality`` (and with several sites per modality ``site``) in deployment,
+``partition-id`` in simulation (through the topology ``sites``); in deployment ``data-path`` names
+the site's own data file (else the scenario's dataset is read, split across the modality's sites)
+and, with ``anchors`` > 0, ``anchors-file`` the site's anchor ids (else the simulation's seeded
+draw).
 """
 
 from __future__ import annotations
@@ -22,17 +24,21 @@ from otm_fed.config import config_from_run_config
 from otm_fed.protocol import (
     EVAL_CODES,
     REFUSED,
+    Agent,
     ProtocolError,
     codes_reply,
+    hello_reply,
     metrics_reply,
     predictions_reply,
     read_evaluate_request,
+    read_hello_request,
     read_predict_request,
     read_query_request,
     read_train_request,
     train_reply,
 )
-from otm_fed.scenario import modality_data
+from otm_fed.scenario import ModalityData, modality_data, scenario_dataset, site_counts
+from otm_fed.sites import SiteError, agent_of_partition, sites_of
 from otm_fed_flwr.records import array_record, from_records, numpy_arrays, to_records
 
 app = ClientApp()
@@ -41,11 +47,33 @@ AGENT_STATE = "agent"
 log = logging.getLogger("otm_fed.client")
 
 
-def node_modality(context: Context) -> int:
+def node_agent(context: Context, config: dict) -> Agent:
+    """(modality, site) this node plays: from its ``modality`` and ``site`` (default 0) in
+    deployment, from its ``partition-id`` through the topology in simulation."""
     node_config = context.node_config
     if "modality" in node_config:
-        return int(node_config["modality"])
-    return int(node_config["partition-id"])
+        return int(node_config["modality"]), int(node_config.get("site", 0))
+    partition = int(node_config["partition-id"])
+    n_modalities = config["num-modalities"] or scenario_dataset(config).n_views
+    try:
+        return agent_of_partition(partition, site_counts(config, n_modalities))
+    except SiteError as error:
+        raise ProtocolError(str(error)) from None
+
+
+def plays_whole_modality(config: dict, modality: int) -> bool:
+    """Whether the agent's modality is held at one site (its plans are the whole T_m)."""
+    try:
+        return sites_of(config["sites"], modality) == 1
+    except SiteError as error:
+        raise ProtocolError(str(error)) from None
+
+
+def node_data(context: Context, config: dict) -> ModalityData:
+    """What this node's agent holds: its ``data-path`` file, else its share of the scenario's data."""
+    modality, site = node_agent(context, config)
+    return modality_data(config, modality, str(context.node_config.get("data-path", "")),
+                         str(context.node_config.get("anchors-file", "")), site)
 
 
 def checkpoint_dir(context: Context, config: dict) -> Path | None:
@@ -61,17 +89,15 @@ def load_agent(context: Context, round_number: int) -> ModalityAgent:
     """The agent as the last message left it; a fresh process (a resumed run, a restarted node)
     starts from its latest checkpoint before ``round_number``."""
     config = config_from_run_config(context.run_config)
-    modality = node_modality(context)
-    data = modality_data(config, modality, str(context.node_config.get("data-path", "")),
-                         str(context.node_config.get("anchors-file", "")))
-    agent = ModalityAgent(modality, data, config)
+    modality, site = node_agent(context, config)
+    agent = ModalityAgent(modality, node_data(context, config), config, site)
     if AGENT_STATE in context.state:
         agent.load_state_arrays(numpy_arrays(context.state[AGENT_STATE]))
     elif (directory := checkpoint_dir(context, config)) is not None:
-        saved = latest_checkpoint(directory, modality, round_number)
+        saved = latest_checkpoint(directory, modality, round_number, site)
         if saved is not None:
             agent.load_state_arrays(saved)
-            log.info("node %s: modality %d restored from %s", context.node_id, modality, directory)
+            log.info("node %s: modality %d site %d restored from %s", context.node_id, modality, site, directory)
     return agent
 
 
@@ -81,7 +107,7 @@ def save_agent(agent: ModalityAgent, context: Context, trained_round: int | None
     context.state[AGENT_STATE] = array_record(arrays)
     directory = checkpoint_dir(context, agent.config)
     if trained_round is not None and directory is not None:
-        save_checkpoint(directory, agent.modality, trained_round, arrays)
+        save_checkpoint(directory, agent.modality, trained_round, arrays, agent.site)
 
 
 def refusing_malformed(handler: Callable[[Message, Context], Message]) -> Callable[[Message, Context], Message]:
@@ -99,6 +125,17 @@ def refusing_malformed(handler: Callable[[Message, Context], Message]) -> Callab
     return wrapped
 
 
+@app.query("hello")
+@refusing_malformed
+def hello(msg: Message, context: Context) -> Message:
+    """Who this node is and how much it holds (several sites per modality): its rows and width."""
+    read_hello_request(from_records(msg.content))
+    data = node_data(context, config_from_run_config(context.run_config))
+    reply = hello_reply(node_agent(context, config_from_run_config(context.run_config)), len(data.train),
+                        data.train.shape[1])
+    return Message(to_records(reply), reply_to=msg)
+
+
 @app.query()
 @refusing_malformed
 def query(msg: Message, context: Context) -> Message:
@@ -106,7 +143,8 @@ def query(msg: Message, context: Context) -> Message:
     agent = load_agent(context, round_number)
     codes = agent.query(round_number, batch_size, seed)
     save_agent(agent, context)
-    return Message(to_records(codes_reply(agent.modality, codes, agent.anchor_codes(round_number, seed))), reply_to=msg)
+    reply = codes_reply((agent.modality, agent.site), codes, agent.anchor_codes(round_number, seed))
+    return Message(to_records(reply), reply_to=msg)
 
 
 @app.train()
@@ -116,7 +154,13 @@ def train(msg: Message, context: Context) -> Message:
     payload = from_records(msg.content)
     agent = load_agent(context, payload.config.get("round", 0))
     batch_rows = None if agent.batch_indices is None else len(agent.batch_indices)
-    instruction = read_train_request(payload, batch_rows, agent.config["latent-dim"])
+    instruction = read_train_request(payload, batch_rows, agent.config["latent-dim"],
+                                     plays_whole_modality(agent.config, agent.modality))
+    if instruction.weights is not None:
+        try:
+            agent.load_model_weights(instruction.weights)
+        except ValueError as error:
+            raise ProtocolError(str(error)) from None
     losses = agent.train(instruction)
     scores = eval_codes = next_codes = next_anchor_codes = None
     if instruction.evaluation is not None:
@@ -127,7 +171,8 @@ def train(msg: Message, context: Context) -> Message:
         next_codes = agent.query(instruction.round + 1, instruction.batch_size, instruction.next_seed)
         next_anchor_codes = agent.anchor_codes(instruction.round + 1, instruction.next_seed)
     save_agent(agent, context, instruction.round)
-    reply = train_reply(agent.modality, losses, next_codes, scores, eval_codes, next_anchor_codes)
+    reply = train_reply((agent.modality, agent.site), losses, next_codes, scores, eval_codes, next_anchor_codes,
+                        agent.model_weights() if instruction.send_weights else None)
     return Message(to_records(reply), reply_to=msg)
 
 
@@ -139,9 +184,9 @@ def evaluate(msg: Message, context: Context) -> Message:
     if agent.predictor is not None:  # supervised: scores on the own test fold, per noise level
         noise_levels, fused_eval = read_predict_request(payload)
         scores, outputs = agent.predict(noise_levels)
-        reply = predictions_reply(agent.modality, agent.config["task"], scores, outputs if fused_eval else None)
+        reply = predictions_reply((agent.modality, agent.site), agent.config["task"], scores, outputs if fused_eval else None)
         return Message(to_records(reply), reply_to=msg)
     n_clusters, kmeans_init, fused_eval = read_evaluate_request(payload)
     scores, codes = agent.evaluate(n_clusters, kmeans_init, agent.config["seed"])
     arrays = {EVAL_CODES: codes} if fused_eval else None
-    return Message(to_records(metrics_reply(agent.modality, scores, arrays)), reply_to=msg)
+    return Message(to_records(metrics_reply((agent.modality, agent.site), scores, arrays)), reply_to=msg)

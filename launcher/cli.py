@@ -9,7 +9,7 @@
     otm-fed deploy certs --out DIR [--host NAME_OR_IP ...]
     otm-fed deploy node-key --out DIR --name NAME
     otm-fed deploy federation --name NAME --address HOST:PORT --ca CA_CERT [--flwr-home DIR]
-    otm-fed deploy demo --data FILE --nodes M [--scenario NAME] [--rounds N] [--work DIR] [--set key=value ...]
+    otm-fed deploy demo --data FILE --nodes M [--sites S] [--scenario NAME] [--rounds N] [--work DIR] [--set key=value ...]
     otm-fed deploy stop [--flwr-home DIR]
 """
 
@@ -31,7 +31,8 @@ from otm_fed.config import SCENARIO_DIR, ConfigError, resolve_config
 from otm_fed.data import DATASET_FILES
 from otm_fed.results import (CONFIG_FILE, RUN_DIR_PATTERN, holds_run, is_finished, new_folder, new_run_dir,
                              open_run_dir, read_summary, rounds_done)
-from otm_fed.scenario import check_fits, scenario_dataset, with_absolute_data
+from otm_fed.scenario import check_fits, scenario_dataset, site_counts, with_absolute_data
+from otm_fed.sites import sites_of
 
 APP_DIR = Path(__file__).resolve().parent.parent
 
@@ -112,6 +113,7 @@ def simulate(args: argparse.Namespace) -> int:
     dataset = scenario_dataset(config)
     check_fits(config, dataset)
     n_modalities = config["num-modalities"] or dataset.n_views
+    n_nodes = sum(site_counts(config, n_modalities))
     if args.engine == "simulation":
         from launcher.simulation import backend_config
 
@@ -124,16 +126,17 @@ def simulate(args: argparse.Namespace) -> int:
                           "or choose another --out (or none, for a new folder)")
     run_dir = open_run_dir(args.out, config["resume"]) if args.out else new_run_dir(config)
     args.run_dir = run_dir
-    print(f"otm-fed: scenario {config['scenario']} ({config['dataset']}, {n_modalities} modalities), "
+    sites = f", {n_nodes} sites" if n_nodes > n_modalities else ""
+    print(f"otm-fed: scenario {config['scenario']} ({config['dataset']}, {n_modalities} modalities{sites}), "
           f"strategy {config['strategy']}, {config['rounds']} rounds -> {run_dir}", flush=True)
     if args.engine == "inprocess":
         from launcher.inprocess import run_inprocess
 
-        run_dir = run_inprocess(config, n_modalities, run_dir)
+        run_dir = run_inprocess(config, n_nodes, run_dir)
     else:
         from launcher.simulation import run_simulation
 
-        run_dir = run_simulation(config, n_modalities, run_dir, actors=args.actors)
+        run_dir = run_simulation(config, n_nodes, run_dir, actors=args.actors)
     summary = read_summary(run_dir)
     if summary is None:
         print(f"otm-fed: the run ended without a summary; see {run_dir}", file=sys.stderr)
@@ -211,7 +214,7 @@ def deploy_demo(args: argparse.Namespace, helpers) -> int:
     scenario = args.scenario or shared_scenario(data)
     settings = {"dataset": str(data), **({} if scenario else {"scenario": data.stem}), **parse_assignments(args.set),
                 "rounds": args.rounds, "num-modalities": args.nodes, "n-clusters": dataset.n_classes,
-                "fused-eval": False}
+                "fused-eval": False, "sites": str(args.sites)}
     config = resolve_config(scenario, settings)  # refuses a bad key before anything starts
     if args.nodes > dataset.n_views:
         raise ConfigError(f"--nodes {args.nodes}: {args.data} has {dataset.n_views} views, one per SuperNode")
@@ -225,9 +228,10 @@ def deploy_demo(args: argparse.Namespace, helpers) -> int:
     work.mkdir(parents=True, exist_ok=True)
     scenario_file = work / "scenario.toml"
     scenario_file.write_text(tomli_w.dumps(config))
-    print(f"otm-fed: deploy demo: scenario {config['scenario']} ({data.name}), {args.nodes} SuperNodes, "
+    site_files = write_site_files(config, dataset, args.nodes, work / "sites") if args.sites > 1 else None
+    print(f"otm-fed: deploy demo: scenario {config['scenario']} ({data.name}), {args.nodes * args.sites} SuperNodes, "
           f"{config['rounds']} rounds -> {work}", flush=True)
-    with helpers.LocalFederation(work, data, args.nodes) as federation:
+    with helpers.LocalFederation(work, data, args.nodes, site_files=site_files) as federation:
         print(f"SuperLink on {federation.address} (TLS, node authentication); logs and keys in {work}", flush=True)
         try:
             result = federation.run(APP_DIR, {"scenario": str(scenario_file), "out-dir": str(run_dir)},
@@ -242,6 +246,23 @@ def deploy_demo(args: argparse.Namespace, helpers) -> int:
         return 1
     print(f"wrote {run_dir}/: {', '.join(written_files(run_dir))}")
     return 0
+
+
+def write_site_files(config: dict, dataset, n_modalities: int, folder: Path) -> dict[tuple[int, int], Path]:
+    """Each site's own file (``--sites``): view m's rows of its share (``site_rows``: the split
+    simulation deals) with their labels, one ``.npz`` per (modality, site)."""
+    import numpy as np
+
+    from otm_fed.scenario import site_rows
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for modality in range(n_modalities):
+        for site in range(sites_of(config["sites"], modality)):
+            rows = np.sort(site_rows(config, modality, site, dataset.labels))
+            files[(modality, site)] = folder / f"modality-{modality}.site-{site}.npz"
+            np.savez(files[(modality, site)], X0=dataset.views[modality][rows], y=dataset.labels[rows])
+    return files
 
 
 def show_keys(_: argparse.Namespace) -> int:
@@ -358,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="SuperNodes, at most the file's views (required)")
     demo.add_argument("--scenario", metavar="NAME|PATH", help="settings (default: the scenario of a shared data "
                       "set named by the file, e.g. ORL.mat -> orl, else the defaults, as simulate --data)")
+    demo.add_argument("--sites", type=at_least_one, default=1, metavar="S",
+                      help="SuperNodes per modality, each with its own file of its share of the rows (default 1)")
     demo.add_argument("--rounds", type=at_least_one, default=2, metavar="N", help="number of rounds")
     demo.add_argument("--work", metavar="DIR", help="certificates, keys, logs and the run folder DIR/run (default: "
                       "a new folder runs/deploy-demo-YYYYMMDD-HHMMSS-MICROSECONDS)")

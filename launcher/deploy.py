@@ -190,22 +190,26 @@ def superlink_command(port: int, certificates: Certificates, database: str | Pat
     return command + (["--enable-supernode-auth"] if node_auth else [])
 
 
-def node_config_text(modality: int, data_path: str | Path, state_dir: str | Path) -> str:
-    """A SuperNode's ``--node-config``: TOML values, the paths quoted."""
-    return f"modality={int(modality)} data-path='{Path(data_path).resolve()}' state-dir='{Path(state_dir).resolve()}'"
+def node_config_text(modality: int, data_path: str | Path, state_dir: str | Path, site: int = 0) -> str:
+    """A SuperNode's ``--node-config``: TOML values, the paths quoted; ``site`` only when not 0."""
+    site_text = f" site={int(site)}" if site else ""
+    return (f"modality={int(modality)}{site_text} data-path='{Path(data_path).resolve()}' "
+            f"state-dir='{Path(state_dir).resolve()}'")
 
 
 def supernode_command(superlink: str, ca: str | Path, private_key: str | Path | None, modality: int,
-                      data_path: str | Path, state_dir: str | Path, runtime_port: int) -> list[str]:
+                      data_path: str | Path, state_dir: str | Path, runtime_port: int, site: int = 0) -> list[str]:
     command = [flower_bin("flower-supernode"), "--superlink", superlink, "--root-certificates", str(ca),
-               "--node-config", node_config_text(modality, data_path, state_dir), "--port", str(runtime_port)]
+               "--node-config", node_config_text(modality, data_path, state_dir, site), "--port", str(runtime_port)]
     return command + (["--auth-supernode-private-key", str(private_key)] if private_key else [])
 
 
 @dataclass
 class LocalFederation:
     """A SuperLink and N SuperNodes on 127.0.0.1 with TLS and node authentication, for a demo or a
-    test; ``stop()`` ends every process it started, by PID. Files live in ``work_dir``."""
+    test; ``stop()`` ends every process it started, by PID. Files live in ``work_dir``. Node m
+    reads view m of ``data_path``; with ``site_files`` one SuperNode per (modality, site) instead,
+    each reading its own file."""
 
     work_dir: Path
     data_path: Path
@@ -213,6 +217,7 @@ class LocalFederation:
     name: str = "otm-local"
     port: int = 0
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    site_files: Mapping[tuple[int, int], Path] | None = None
 
     def __post_init__(self) -> None:
         self.work_dir = Path(self.work_dir).resolve()
@@ -250,20 +255,26 @@ class LocalFederation:
         if result.returncode != 0:
             raise RuntimeError(f"flwr supernode register failed: {result.stdout}{result.stderr}")
 
-    def start_supernode(self, modality: int, register: bool = True, label: str | None = None) -> subprocess.Popen:
-        """A SuperNode for ``modality`` with its own key (registered unless ``register`` is false)."""
-        label = label or f"supernode-{modality}"
+    def start_supernode(self, modality: int, register: bool = True, label: str | None = None,
+                        site: int = 0, data_path: Path | None = None) -> subprocess.Popen:
+        """A SuperNode for ``modality`` (its ``site``) with its own key (registered unless
+        ``register`` is false), reading ``data_path`` (default the federation's file)."""
+        label = label or (f"supernode-{modality}-{site}" if self.site_files else f"supernode-{modality}")
         private, public = make_node_key(self.work_dir / "keys", label)
         if register:
             self.register(public)
         return self.start_process(label, supernode_command(self.address, self.certificates.ca, private, modality,
-                                                           self.data_path, self.work_dir / "state" / label,
-                                                           free_port()))
+                                                           data_path or self.data_path, self.work_dir / "state" / label,
+                                                           free_port(), site))
 
     def start(self) -> "LocalFederation":
         self.start_superlink()
-        for modality in range(self.n_nodes):
-            self.start_supernode(modality)
+        if self.site_files:
+            for (modality, site), path in sorted(self.site_files.items()):
+                self.start_supernode(modality, site=site, data_path=path)
+        else:
+            for modality in range(self.n_nodes):
+                self.start_supernode(modality)
         return self
 
     def run(self, app_dir: str | Path, run_config: Mapping[str, object], timeout: float = 600.0) -> subprocess.CompletedProcess:
@@ -271,12 +282,15 @@ class LocalFederation:
         RunFailed, with the SuperLink's reason, unless the run finished completed (``flwr run``
         returns 0 when the ServerApp refuses to run, e.g. into a folder holding another run)."""
         overrides = " ".join(f"{key}={toml_value(value)}" for key, value in run_config.items())
+        deadline = time.monotonic() + timeout
         result = self.flwr("run", str(app_dir), self.name, "--run-config", overrides, "--stream", timeout=timeout)
         started = re.search(r"Successfully started run (\d+)", result.stdout)
         if result.returncode != 0 or not started:
             raise RunFailed(f"flwr run {app_dir} started no run: "
                             f"{one_line(result.stderr) or one_line(result.stdout)[-300:] or 'no output'}")
-        status, details = self.run_status(int(started.group(1)))
+        # the stream may end before the run does (a busy SuperLink's database refuses its log
+        # request): wait for the run itself, up to the same deadline
+        status, details = self.run_status(int(started.group(1)), max(30.0, deadline - time.monotonic()))
         if status != "finished:completed":
             raise RunFailed(f"run {started.group(1)} of {Path(app_dir).name} ended {status}: "
                             f"{details or 'no reason given'} (log: {self.work_dir / 'superlink.log'})")

@@ -8,7 +8,6 @@ rebuild the agent exactly (Flower's deployment engine does that).
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import re
 from dataclasses import replace
@@ -24,7 +23,7 @@ from otm_fed.models import WAE, Predictor
 from otm_fed.optim import Adam
 from otm_fed.plans import project_to_modality
 from otm_fed.protocol import TrainInstruction
-from otm_fed.scenario import ModalityData, batch_rows, view_normalisation
+from otm_fed.scenario import ModalityData, agent_stream, batch_rows, view_normalisation
 from otm_fed.supervised import noisy_copies, score
 from otm_fed.uptake import guard_weight
 
@@ -90,10 +89,15 @@ def initial_weights_seed(config: Mapping[str, Any], modality: int, input_dim: in
 
 
 class ModalityAgent:
-    """Agent m's local steps: encode a batch (QUERY), train on the mix (TRAIN), score (EVALUATE)."""
+    """Agent m's local steps: encode a batch (QUERY), train on the mix (TRAIN), score (EVALUATE).
 
-    def __init__(self, modality: int, data: ModalityData, config: Mapping[str, Any]) -> None:
+    With several sites per modality, ``site`` s names which of them this agent is: the sites of a
+    modality start from the same weights (``initial_weights_seed`` reads only m), draw their own
+    batches (``agent_stream``), and take the modality's average of ``model_weights`` (FedAvg)."""
+
+    def __init__(self, modality: int, data: ModalityData, config: Mapping[str, Any], site: int = 0) -> None:
         self.modality = modality
+        self.site = site
         self.data = data
         self.config = config
         error = reconstruction_error(config, modality)
@@ -120,10 +124,13 @@ class ModalityAgent:
 
     # ------------------------------------------------------------------ batch and codes
 
+    def stream(self, *parts: int) -> list[int]:
+        return agent_stream(self.modality, self.site, *parts)
+
     def sample_batch(self, round_number: int, batch_size: int, seed: int) -> np.ndarray:
         """This round's batch of the agent's own rows, drawn from its own seeded stream."""
         self.batch_indices = batch_rows(len(self.data.train), self.modality, round_number, batch_size, seed,
-                                        self.config["aligned"])
+                                        self.config["aligned"], self.site)
         self.batch_round = round_number
         return self.batch_indices
 
@@ -138,7 +145,7 @@ class ModalityAgent:
         indices = self.sample_batch(round_number, batch_size, seed)
         codes = self.encode(self.data.train[indices])
         return privatise_codes(codes, self.config["latent-clip"], self.config["latent-noise-multiplier"],
-                               np.random.default_rng([seed, self.modality, round_number, 2]))
+                               np.random.default_rng([seed, *self.stream(round_number, 2)]))
 
     def anchor_codes(self, round_number: int, seed: int) -> np.ndarray | None:
         """The anchors' codes f_m(X_anchors) in anchor order (None without anchors), privatised like
@@ -147,7 +154,7 @@ class ModalityAgent:
             return None
         codes = self.encode(self.data.anchors)
         return privatise_codes(codes, self.config["latent-clip"], self.config["latent-noise-multiplier"],
-                               np.random.default_rng([seed, self.modality, round_number, 5]))
+                               np.random.default_rng([seed, *self.stream(round_number, 5)]))
 
     # ------------------------------------------------------------------ training
 
@@ -155,12 +162,14 @@ class ModalityAgent:
         """Rows per own step: ``batch-size``, at most N_m."""
         return min(self.config["batch-size"], len(self.data.train))
 
-    def own_steps(self) -> int:
+    def own_steps(self, kept_rows: int | None = None) -> int:
         """Steps on fresh batches of the agent's own data after the kept batch's, each round: enough
-        that the run covers ``epochs`` passes over its N_m training rows, ceil(epochs N_m /
-        (rounds x batch-size)) steps a round in all, of which ``local-steps`` are the kept batch's."""
-        total = math.ceil(self.config["epochs"] * len(self.data.train) / (self.config["rounds"] * self.own_batch_size()))
-        return max(0, total - self.config["local-steps"])
+        that the run covers ``epochs`` passes over its N_m training rows, ceil((epochs N_m / rounds
+        - local-steps x kept rows) / batch-size). The kept batch is ``batch-size`` rows (at most
+        N_m) unless the agent is a site sending its share of its modality's batch (``kept_rows``)."""
+        kept = self.own_batch_size() if kept_rows is None else kept_rows
+        rows_left = self.config["epochs"] * len(self.data.train) - self.config["rounds"] * self.config["local-steps"] * kept
+        return max(0, -(-rows_left // (self.config["rounds"] * self.own_batch_size())))
 
     def train(self, instruction: TrainInstruction) -> dict[str, float]:
         """E = ``local-steps`` steps on the kept batch with eq. 6 (+ server gradient, + MMD, + eq. 8
@@ -180,13 +189,13 @@ class ModalityAgent:
         if instruction.server_gradient is not None:
             gradient = torch.from_numpy(instruction.server_gradient)
         generator = torch.Generator().manual_seed(
-            int(np.random.default_rng([instruction.seed, self.modality, instruction.round, 1]).integers(2**31)))
+            int(np.random.default_rng([instruction.seed, *self.stream(instruction.round, 1)]).integers(2**31)))
         for module in self.modules.values():
             module.train()
         steps = [self.step(self.batch_indices, generator, projected, gradient, weights)
                  for _ in range(self.config["local-steps"])]
-        fresh = np.random.default_rng([instruction.seed, self.modality, instruction.round, 6])
-        for _ in range(self.own_steps()):
+        fresh = np.random.default_rng([instruction.seed, *self.stream(instruction.round, 6)])
+        for _ in range(self.own_steps(len(self.batch_indices))):
             self.step(np.sort(fresh.choice(len(self.data.train), self.own_batch_size(), replace=False)), generator)
         return {**steps[0], **uptake}
 
@@ -261,6 +270,19 @@ class ModalityAgent:
             arrays[NEIGHBOURS] = self.neighbours
         return arrays
 
+    def model_weights(self) -> dict[str, np.ndarray]:
+        """The WAE's weights (encoder f_m and decoder g_m), what the sites of a modality average."""
+        return {name: value.detach().numpy().copy() for name, value in self.model.state_dict().items()}
+
+    def load_model_weights(self, weights: Mapping[str, np.ndarray]) -> None:
+        """Take the modality's averaged WAE weights; Adam's moments stay this site's own. Arrays
+        that do not fit this WAE raise ValueError (the site's data width differs, say)."""
+        own = self.model.state_dict()
+        if set(weights) != set(own) or any(tuple(weights[k].shape) != tuple(own[k].shape) for k in own):
+            raise ValueError("the averaged weights do not fit this site's WAE (its data width or the config differ "
+                             "from its modality's other sites)")
+        self.model.load_state_dict({name: torch.from_numpy(np.array(value)) for name, value in weights.items()})
+
     def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         for prefix, module in self.modules.items():
             module.load_state_dict({name.removeprefix(f"{prefix}."): torch.from_numpy(np.array(value))
@@ -278,32 +300,39 @@ class ModalityAgent:
         self.neighbours = np.array(arrays[NEIGHBOURS]) if NEIGHBOURS in arrays else None
 
 
-CHECKPOINT_NAME = re.compile(r"modality-(\d+)\.round-(\d+)\.npz")
+CHECKPOINT_NAME = re.compile(r"(modality-\d+(?:\.site-\d+)?)\.round-(\d+)\.npz")
 CHECKPOINTS_KEPT = 2
 
 
-def save_checkpoint(directory: Path, modality: int, round_number: int, arrays: Mapping[str, np.ndarray]) -> Path:
-    """Agent m's state after ``round_number``: written to a temporary file, then renamed (a crash
-    never leaves a half-written checkpoint); only the latest CHECKPOINTS_KEPT are kept."""
+def checkpoint_stem(modality: int, site: int = 0) -> str:
+    """``modality-m`` (site 0, as a modality held at one site) or ``modality-m.site-s``."""
+    return f"modality-{modality}.site-{site}" if site else f"modality-{modality}"
+
+
+def save_checkpoint(directory: Path, modality: int, round_number: int, arrays: Mapping[str, np.ndarray],
+                    site: int = 0) -> Path:
+    """Agent (m, s)'s state after ``round_number``: written to a temporary file, then renamed (a
+    crash never leaves a half-written checkpoint); only the latest CHECKPOINTS_KEPT are kept."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"modality-{modality}.round-{round_number}.npz"
+    path = directory / f"{checkpoint_stem(modality, site)}.round-{round_number}.npz"
     temporary = directory / f".{path.name}.tmp.npz"
     np.savez(temporary, **arrays)
     os.replace(temporary, path)
-    for _, old in sorted(_checkpoints(directory, modality))[:-CHECKPOINTS_KEPT]:
+    for _, old in sorted(_checkpoints(directory, modality, site))[:-CHECKPOINTS_KEPT]:
         old.unlink(missing_ok=True)
     return path
 
 
-def _checkpoints(directory: Path, modality: int) -> list[tuple[int, Path]]:
-    found = [(match, path) for path in directory.glob(f"modality-{modality}.round-*.npz")
-             if (match := CHECKPOINT_NAME.fullmatch(path.name))]
+def _checkpoints(directory: Path, modality: int, site: int = 0) -> list[tuple[int, Path]]:
+    stem = checkpoint_stem(modality, site)
+    found = [(match, path) for path in directory.glob(f"{stem}.round-*.npz")
+             if (match := CHECKPOINT_NAME.fullmatch(path.name)) and match.group(1) == stem]
     return [(int(match.group(2)), path) for match, path in found]
 
 
-def latest_checkpoint(directory: Path, modality: int, before_round: int) -> dict[str, np.ndarray] | None:
-    """Agent m's latest saved state from a round before ``before_round``, or None."""
-    earlier = [(round_number, path) for round_number, path in _checkpoints(directory, modality)
+def latest_checkpoint(directory: Path, modality: int, before_round: int, site: int = 0) -> dict[str, np.ndarray] | None:
+    """Agent (m, s)'s latest saved state from a round before ``before_round``, or None."""
+    earlier = [(round_number, path) for round_number, path in _checkpoints(directory, modality, site)
                if round_number < before_round] if directory.is_dir() else []
     if not earlier:
         return None

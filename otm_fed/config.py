@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from otm_fed.data import NORMALISATIONS
 from otm_fed.results import PROVENANCE
+from otm_fed.sites import SiteError, parse_site_split, parse_sites
 from otm_fed.supervised import LOSSES, TASKS, parse_noise_levels
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
@@ -72,6 +73,12 @@ KEYS: dict[str, Key] = {
     # The federation
     "strategy": Key("otm", "the server's strategy: otm, local-only (no mixing), or your own 'package.module:Class'",
                     allowed="otm | local-only | package.module:Class"),
+    "sites": Key("1", "sites holding each modality, each with its own samples: one count for all modalities, or a "
+                 "comma list with one per modality (3,3,1)", allowed="a positive integer, or a comma list of them"),
+    "site-split": Key("iid", "how simulation deals a modality's rows to its sites: iid, or dirichlet:ALPHA (each "
+                      "class split in Dir(ALPHA) shares; small ALPHA, skewed sites)", allowed="iid | dirichlet:ALPHA"),
+    "site-avg-every": Key(1, "rounds between averages (FedAvg) of the WAE weights across a modality's sites (0: "
+                          "never, each site trains its own)", minimum=0),
     "rounds": Key(30, "federated rounds", minimum=1),
     "batch-size": Key(128, "rows per agent per round (the batch it encodes and sends)", minimum=1),
     "local-steps": Key(5, "optimiser steps per round on the batch with the mix (then steps on fresh batches up to "
@@ -269,7 +276,23 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("latent-noise-multiplier needs latent-clip > 0: the noise scale is multiplier x clip")
     validate_supervised(config)
     validate_normalisation(config)
+    validate_sites(config)
     return config
+
+
+def validate_sites(config: Mapping[str, Any]) -> None:
+    """``sites`` well formed (every count at least 1; whether it names every modality is checked
+    once the data is read) and ``site-split`` one of its forms."""
+    try:
+        counts = parse_sites(config["sites"], len(config["sites"].split(",")))
+        parse_site_split(config["site-split"])
+    except SiteError as error:
+        raise ConfigError(str(error)) from None
+    if max(counts) > 1 and config["task"] != "clustering":
+        raise ConfigError(f"several sites per modality (sites = {config['sites']}) run task = clustering only")
+    if max(counts) > 1 and config["anchors"]:
+        raise ConfigError(f"anchors need one site per modality (sites = {config['sites']}): an anchor is a sample "
+                          "every agent holds")
 
 
 def gate_thresholds(config: Mapping[str, Any]) -> dict[str, float]:

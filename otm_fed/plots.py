@@ -22,6 +22,8 @@ imports ``otm_fed`` (an agent, the server) pays for them.
 
 from __future__ import annotations
 
+import itertools
+
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -125,9 +127,20 @@ def _spans_orders_of_magnitude(axis: Any) -> bool:
     return bool(values.min() > 0 and values.max() > LOG_SCALE_SPAN * values.min())
 
 
+def modality_losses(row: dict) -> dict[str, dict[str, float]]:
+    """A round's loss terms per modality: as logged, or the mean over a modality's sites (logged
+    as ``m.s``)."""
+    grouped: dict[str, list[dict[str, float]]] = {}
+    for label, terms in row.get("losses", {}).items():
+        grouped.setdefault(label.split(".")[0], []).append(terms)
+    return {modality: {term: float(np.mean([site[term] for site in sites if term in site]))
+                       for term in dict.fromkeys(t for site in sites for t in site)}
+            for modality, sites in grouped.items()}
+
+
 def plot_losses(run_dirs: list[Path], path: Path) -> None:
-    """One panel per loss term; a colour per run, a line style per modality; a log scale where a
-    panel's values span orders of magnitude."""
+    """One panel per loss term; a colour per run, a line style per modality (the mean of its sites
+    with several); a log scale where a panel's values span orders of magnitude."""
     plt = _pyplot()
     rows = {run_dir: read_rounds(run_dir) for run_dir in run_dirs}
     terms = list(dict.fromkeys(term for run_rows in rows.values() for row in run_rows
@@ -136,11 +149,12 @@ def plot_losses(run_dirs: list[Path], path: Path) -> None:
     figure, axes = plt.subplots(1, max(len(terms), 1), figsize=(5 * max(len(terms), 1), 4.2), squeeze=False,
                                 sharex=True)
     for index, (run_dir, run_rows) in enumerate(rows.items()):
-        modalities = sorted({m for row in run_rows for m in row.get("losses", {})}, key=int)
+        losses = [modality_losses(row) for row in run_rows]
+        modalities = sorted({m for row in losses for m in row}, key=int)
         for axis, term in zip(axes[0], terms):
-            for style, modality in zip(("-", "--", ":", "-."), modalities):
-                points = [(r["round"], r["losses"][modality][term]) for r in run_rows
-                          if term in r.get("losses", {}).get(modality, {})]
+            for style, modality in zip(itertools.cycle(("-", "--", ":", "-.")), modalities):
+                points = [(r["round"], row[modality][term]) for r, row in zip(run_rows, losses)
+                          if term in row.get(modality, {})]
                 if points:
                     axis.plot(*zip(*points), style, color=f"C{index % 10}", label=f"{run_dir.name} m{modality}")
     for axis, term in zip(axes[0], terms):

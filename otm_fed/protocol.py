@@ -34,6 +34,20 @@ One round:
            arrays {test-outputs: float32 L x N_test x K, class probabilities or predictions of the
            test fold in file order}. Targets never cross the wire.
 
+Several sites per modality (``sites``; clustering): every reply's config also states the agent's
+site {site} unless it is 0, and
+
+0. HELLO   server -> agent (message type ``query.hello``, once per node before its first QUERY):
+           config {}.
+   reply   agent -> server: config {modality, site, rows: its training rows N_s, width: its data's
+           features}. The server deals each site its share of the modality's batch (``batch-size``
+           in its QUERY and TRAIN, proportional to N_s) and refuses sites of one modality whose
+           widths differ. TRAIN then carries the site's own columns of T_m, scaled to mass 1 (columns
+           1/N_s; rows sum to what the site's rows take of each barycenter point), and FedAvg:
+           config send-weights (the reply carries a record weights {the WAE's arrays}) and a record
+           weights {the modality's row-weighted average}, which the site loads before training
+           (Adam's moments stay its own). A site only ever receives its own modality's average.
+
 An agent that refuses a request replies with an error (code ``REFUSED``) instead of a payload;
 the server records every error, refusal and missing reply for its node and round.
 """
@@ -41,16 +55,17 @@ the server records every error, refusal and missing reply for its node and round
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 import numpy as np
 
 from otm_fed.plans import SparsePlan, decode_plan, encode_plan
 from otm_fed.supervised import SCORE_OF_TASK
 
-QUERY, TRAIN, EVALUATE = "query", "train", "evaluate"
+QUERY, TRAIN, EVALUATE, HELLO = "query", "train", "evaluate", "query.hello"
 CONFIG_RECORD, ARRAYS_RECORD, METRICS_RECORD, ANCHORS_RECORD = "config", "arrays", "metrics", "anchors"
-RECORD_NAMES = (CONFIG_RECORD, ARRAYS_RECORD, METRICS_RECORD, ANCHORS_RECORD)
+WEIGHTS_RECORD = "weights"
+RECORD_NAMES = (CONFIG_RECORD, ARRAYS_RECORD, METRICS_RECORD, ANCHORS_RECORD, WEIGHTS_RECORD)
 
 LATENT_CODES = "latent-codes"
 ANCHOR_CODES = "anchor-codes"
@@ -62,6 +77,7 @@ TEST_OUTPUTS = "test-outputs"
 SCORE_NAMES = ("purity", "acc", "nmi", "ari")
 EVAL_PREFIX = "eval-"
 NEXT_SEED = "next-seed"
+SEND_WEIGHTS = "send-weights"
 EVALUATE_KEYS = ("n-clusters", "kmeans-init", "fused-eval")
 MARGINAL_TOLERANCE = 1e-6
 REFUSED = 400  # the error code of an agent's refusal of a malformed request
@@ -79,6 +95,10 @@ class Payload:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     anchors: dict[str, np.ndarray] = field(default_factory=dict)  # the anchor samples' codes only
+    weights: dict[str, np.ndarray] = field(default_factory=dict)  # a WAE's arrays (sites' FedAvg only)
+
+
+Agent = tuple[int, int]  # (modality, site)
 
 
 def _anchors(anchor_codes: np.ndarray | None) -> dict[str, np.ndarray]:
@@ -128,11 +148,61 @@ def _int(what: str, value: Any, minimum: int = 0) -> int:
     return value
 
 
-def _modality(payload: Payload) -> int:
-    modality = payload.config.get("modality")
+def _agent(payload: Payload) -> Agent:
+    """(modality, site) a reply states; site absent means 0."""
+    modality, site = payload.config.get("modality"), payload.config.get("site", 0)
     if not isinstance(modality, int) or isinstance(modality, bool) or modality < 0:
         raise ProtocolError(f"reply must state its modality as a non-negative int, got {modality!r}")
-    return modality
+    if not isinstance(site, int) or isinstance(site, bool) or site < 0:
+        raise ProtocolError(f"reply must state its site as a non-negative int, got {site!r}")
+    return modality, site
+
+
+def _identity(agent: int | Agent) -> dict[str, int]:
+    """A reply's config naming its agent: {modality}, and {site} unless it is 0."""
+    modality, site = (agent, 0) if isinstance(agent, int) else agent
+    return {"modality": modality, **({"site": site} if site else {})}
+
+
+IDENTITY_KEYS = {"modality"}, {"site"}
+
+
+def _weights(what: str, weights: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    if not weights:
+        raise ProtocolError(f"{what}: no weights")
+    for name, array in weights.items():
+        if not (isinstance(array, np.ndarray) and array.dtype == np.float32 and np.all(np.isfinite(array))):
+            raise ProtocolError(f"{what}: weight {name} must be a finite float32 array")
+    return dict(weights)
+
+
+# --------------------------------------------------------------------------- HELLO
+
+
+@dataclass
+class Hello:
+    agent: Agent
+    rows: int  # N_s, the site's training rows
+    width: int  # its data's features
+
+
+def hello_request() -> Payload:
+    return Payload()
+
+
+def read_hello_request(payload: Payload) -> None:
+    _expect_keys("hello config", payload.config, set())
+    _expect_keys("hello arrays", payload.arrays, set())
+
+
+def hello_reply(agent: int | Agent, rows: int, width: int) -> Payload:
+    return Payload(config={**_identity(agent), "rows": rows, "width": width})
+
+
+def read_hello_reply(payload: Payload) -> Hello:
+    _expect_keys("hello reply config", payload.config, {"modality", "rows", "width"}, {"site"})
+    _expect_keys("hello reply arrays", payload.arrays, set())
+    return Hello(_agent(payload), _int("rows", payload.config["rows"], 1), _int("width", payload.config["width"], 1))
 
 
 # --------------------------------------------------------------------------- QUERY
@@ -150,19 +220,19 @@ def read_query_request(payload: Payload) -> tuple[int, int, int]:
     return _int("round", config["round"], 1), _int("batch-size", config["batch-size"], 1), _int("seed", config["seed"])
 
 
-def codes_reply(modality: int, codes: np.ndarray, anchor_codes: np.ndarray | None = None) -> Payload:
-    return Payload(config={"modality": modality}, arrays={LATENT_CODES: np.asarray(codes, np.float32)},
+def codes_reply(agent: int | Agent, codes: np.ndarray, anchor_codes: np.ndarray | None = None) -> Payload:
+    return Payload(config=_identity(agent), arrays={LATENT_CODES: np.asarray(codes, np.float32)},
                    anchors=_anchors(anchor_codes))
 
 
 def read_codes_reply(payload: Payload, latent_dim: int, max_rows: int,
-                     n_anchors: int = 0) -> tuple[int, np.ndarray, np.ndarray | None]:
-    """(modality, Z_m, the anchors' codes or None) from a QUERY reply, or ProtocolError."""
-    _expect_keys("codes reply config", payload.config, {"modality"})
+                     n_anchors: int = 0) -> tuple[Agent, np.ndarray, np.ndarray | None]:
+    """((modality, site), Z_m, the anchors' codes or None) from a QUERY reply, or ProtocolError."""
+    _expect_keys("codes reply config", payload.config, *IDENTITY_KEYS)
     _expect_keys("codes reply arrays", payload.arrays, {LATENT_CODES})
     _expect_keys("codes reply metrics", payload.metrics, set())
     codes = _matrix("latent codes", payload.arrays[LATENT_CODES], np.float32, latent_dim, max_rows)
-    return _modality(payload), codes, _read_anchors("codes reply", payload, latent_dim, n_anchors)
+    return _agent(payload), codes, _read_anchors("codes reply", payload, latent_dim, n_anchors)
 
 
 # --------------------------------------------------------------------------- TRAIN
@@ -171,12 +241,18 @@ def read_codes_reply(payload: Payload, latent_dim: int, max_rows: int,
 def train_request(round_number: int, batch_size: int, seed: int,
                   mixed_barycenter: np.ndarray | None = None, plan: np.ndarray | None = None,
                   server_gradient: np.ndarray | None = None, next_seed: int | None = None,
-                  evaluation: Payload | None = None) -> Payload:
+                  evaluation: Payload | None = None, send_weights: bool = False,
+                  weights: Mapping[str, np.ndarray] | None = None) -> Payload:
     """TRAIN; ``next_seed`` asks for the next round's codes, ``evaluation`` (an
-    ``evaluate_request``) for scores after training, both in the reply."""
+    ``evaluate_request``) for scores after training, ``send_weights`` for the WAE's weights, all
+    in the reply; ``weights``: the modality's averaged WAE, to load before training."""
     payload = query_request(round_number, batch_size, seed)
     if next_seed is not None:
         payload.config[NEXT_SEED] = next_seed
+    if send_weights:
+        payload.config[SEND_WEIGHTS] = True
+    if weights:
+        payload.weights = {name: np.asarray(value, np.float32) for name, value in weights.items()}
     if evaluation is not None:
         payload.config.update({key: evaluation.config[key] for key in EVALUATE_KEYS})
     if mixed_barycenter is not None:
@@ -199,16 +275,27 @@ class TrainInstruction:
     server_gradient: np.ndarray | None = None  # G_m
     next_seed: int | None = None  # send the next round's codes
     evaluation: dict[str, Any] | None = None  # evaluate after training: n-clusters, kmeans-init, fused-eval
+    send_weights: bool = False  # send the WAE's weights (the modality's sites average them)
+    weights: dict[str, np.ndarray] | None = None  # the modality's averaged WAE, loaded before training
 
 
-def read_train_request(payload: Payload, batch_rows: int | None, latent_dim: int) -> TrainInstruction:
-    """Validate a TRAIN message against the agent's kept batch (``batch_rows`` = N_m)."""
+def read_train_request(payload: Payload, batch_rows: int | None, latent_dim: int,
+                       whole_plan: bool = True) -> TrainInstruction:
+    """Validate a TRAIN message against the agent's kept batch (``batch_rows`` = N_m); a site of
+    a modality held at several sites (``whole_plan`` False) gets its own columns of T_m, whose
+    rows need not be uniform."""
     config = payload.config
-    _expect_keys("train config", config, {"round", "batch-size", "seed"}, {NEXT_SEED, *EVALUATE_KEYS})
+    _expect_keys("train config", config, {"round", "batch-size", "seed"}, {NEXT_SEED, SEND_WEIGHTS, *EVALUATE_KEYS})
     instruction = TrainInstruction(_int("round", config["round"], 1), _int("batch-size", config["batch-size"], 1),
                                    _int("seed", config["seed"]))
     if NEXT_SEED in config:
         instruction.next_seed = _int(NEXT_SEED, config[NEXT_SEED])
+    if SEND_WEIGHTS in config:
+        if config[SEND_WEIGHTS] is not True:
+            raise ProtocolError(f"{SEND_WEIGHTS} must be true when present, got {config[SEND_WEIGHTS]!r}")
+        instruction.send_weights = True
+    if payload.weights:
+        instruction.weights = _weights("train weights", payload.weights)
     if any(key in config for key in EVALUATE_KEYS):
         _expect_keys("train evaluation config", {k: v for k, v in config.items() if k in EVALUATE_KEYS},
                      set(EVALUATE_KEYS))
@@ -243,9 +330,10 @@ def read_train_request(payload: Payload, batch_rows: int | None, latent_dim: int
     except ValueError as error:
         raise ProtocolError(str(error)) from error
     n_b, n_m = plan.shape
-    if (np.abs(plan.sum(1) - 1.0 / n_b).max() > MARGINAL_TOLERANCE
+    if ((whole_plan and np.abs(plan.sum(1) - 1.0 / n_b).max() > MARGINAL_TOLERANCE)
             or np.abs(plan.sum(0) - 1.0 / n_m).max() > MARGINAL_TOLERANCE):
-        raise ProtocolError("plan marginals are not uniform (1/N_B rows, 1/N_m columns)")
+        raise ProtocolError("plan marginals are not uniform (1/N_B rows, 1/N_m columns)" if whole_plan else
+                            "plan columns do not each carry 1/N_m")
     instruction.mixed_barycenter, instruction.plan = mixed, plan
     if SERVER_GRADIENT in payload.arrays:
         gradient = _matrix("server gradient", payload.arrays[SERVER_GRADIENT], np.float32, latent_dim)
@@ -255,42 +343,55 @@ def read_train_request(payload: Payload, batch_rows: int | None, latent_dim: int
     return instruction
 
 
-def metrics_reply(modality: int, metrics: Mapping[str, float], arrays: Mapping[str, np.ndarray] | None = None) -> Payload:
-    return Payload(config={"modality": modality}, metrics={k: float(v) for k, v in metrics.items()},
+def metrics_reply(agent: int | Agent, metrics: Mapping[str, float],
+                  arrays: Mapping[str, np.ndarray] | None = None) -> Payload:
+    return Payload(config=_identity(agent), metrics={k: float(v) for k, v in metrics.items()},
                    arrays=dict(arrays or {}))
 
 
-def train_reply(modality: int, losses: Mapping[str, float], next_codes: np.ndarray | None = None,
+def train_reply(agent: int | Agent, losses: Mapping[str, float], next_codes: np.ndarray | None = None,
                 scores: Mapping[str, float] | None = None, eval_codes: np.ndarray | None = None,
-                next_anchor_codes: np.ndarray | None = None) -> Payload:
+                next_anchor_codes: np.ndarray | None = None, weights: Mapping[str, np.ndarray] | None = None) -> Payload:
     metrics = {**losses, **{EVAL_PREFIX + name: value for name, value in (scores or {}).items()}}
     arrays = {LATENT_CODES: next_codes, EVAL_CODES: eval_codes}
-    reply = metrics_reply(modality, metrics, {name: np.asarray(value, np.float32) for name, value in arrays.items()
-                                              if value is not None})
+    reply = metrics_reply(agent, metrics, {name: np.asarray(value, np.float32) for name, value in arrays.items()
+                                           if value is not None})
     reply.anchors = _anchors(next_anchor_codes)
+    reply.weights = {name: np.asarray(value, np.float32) for name, value in (weights or {}).items()}
     return reply
 
 
 @dataclass
 class TrainReply:
-    modality: int
+    agent: Agent  # (modality, site)
     losses: dict[str, float]
     next_codes: np.ndarray | None = None  # Z_m of the next round's batch
     next_anchor_codes: np.ndarray | None = None  # with next_codes and anchors: the anchors' codes
     scores: dict[str, float] | None = None
     eval_codes: np.ndarray | None = None
+    weights: dict[str, np.ndarray] | None = None  # the WAE's arrays, when asked for
+
+    @property
+    def modality(self) -> int:
+        return self.agent[0]
 
 
 def read_train_reply(payload: Payload, latent_dim: int, max_rows: int, next_codes: bool = False,
-                     evaluation: bool = False, fused_eval: bool = False, n_anchors: int = 0) -> TrainReply:
-    """A TRAIN reply with exactly the parts asked for (next codes with their anchors, scores, eval codes)."""
-    _expect_keys("train reply config", payload.config, {"modality"})
+                     evaluation: bool = False, fused_eval: bool = False, n_anchors: int = 0,
+                     weights: Collection[int] = ()) -> TrainReply:
+    """A TRAIN reply with exactly the parts asked for (next codes with their anchors, scores, eval
+    codes, and the WAE's weights from a site of a modality in ``weights``)."""
+    _expect_keys("train reply config", payload.config, *IDENTITY_KEYS)
     expected_arrays = ({LATENT_CODES} if next_codes else set()) | ({EVAL_CODES} if evaluation and fused_eval else set())
     _expect_keys("train reply arrays", payload.arrays, expected_arrays)
     if not all(np.isfinite(v) for v in payload.metrics.values()):
         raise ProtocolError("train reply metrics contain NaN or Inf")
     losses = {k: v for k, v in payload.metrics.items() if not k.startswith(EVAL_PREFIX)}
-    reply = TrainReply(_modality(payload), losses)
+    reply = TrainReply(_agent(payload), losses)
+    if reply.modality in weights:
+        reply.weights = _weights("train reply weights", payload.weights)
+    elif payload.weights:
+        raise ProtocolError("train reply carries weights nobody asked for")
     reply.next_anchor_codes = _read_anchors("train reply", payload, latent_dim, n_anchors if next_codes else 0)
     if next_codes:
         reply.next_codes = _matrix("latent codes", payload.arrays[LATENT_CODES], np.float32, latent_dim, max_rows)
@@ -329,11 +430,12 @@ def read_evaluate_request(payload: Payload) -> tuple[int, int, bool]:
     return _int("n-clusters", config["n-clusters"], 1), _int("kmeans-init", config["kmeans-init"], 1), config["fused-eval"]
 
 
-def read_evaluate_reply(payload: Payload, latent_dim: int, fused_eval: bool) -> tuple[int, dict[str, float], np.ndarray | None]:
-    _expect_keys("evaluate reply config", payload.config, {"modality"})
+def read_evaluate_reply(payload: Payload, latent_dim: int,
+                        fused_eval: bool) -> tuple[Agent, dict[str, float], np.ndarray | None]:
+    _expect_keys("evaluate reply config", payload.config, *IDENTITY_KEYS)
     _expect_keys("evaluate reply arrays", payload.arrays, {EVAL_CODES} if fused_eval else set())
     scores, codes = _read_scores(payload.metrics, payload.arrays, latent_dim, fused_eval)
-    return _modality(payload), scores, codes
+    return _agent(payload), scores, codes
 
 
 # --------------------------------------------------------------------------- EVALUATE, supervised
@@ -360,16 +462,16 @@ def score_keys(task: str, n_levels: int) -> list[str]:
     return [f"{SCORE_OF_TASK[task]}-{index}" for index in range(n_levels)]
 
 
-def predictions_reply(modality: int, task: str, scores: list[float], outputs: np.ndarray | None = None) -> Payload:
+def predictions_reply(modality: int | Agent, task: str, scores: list[float], outputs: np.ndarray | None = None) -> Payload:
     return metrics_reply(modality, dict(zip(score_keys(task, len(scores)), scores)),
                          None if outputs is None else {TEST_OUTPUTS: np.asarray(outputs, np.float32)})
 
 
 def read_predictions_reply(payload: Payload, task: str, n_levels: int, n_outputs: int, fused_eval: bool,
-                           n_test: int | None = None) -> tuple[int, list[float], np.ndarray | None]:
-    """(modality, score per noise level, test outputs L x N_test x K or None), or ProtocolError."""
+                           n_test: int | None = None) -> tuple[Agent, list[float], np.ndarray | None]:
+    """((modality, site), score per noise level, test outputs L x N_test x K or None), or ProtocolError."""
     keys = score_keys(task, n_levels)
-    _expect_keys("predictions reply config", payload.config, {"modality"})
+    _expect_keys("predictions reply config", payload.config, *IDENTITY_KEYS)
     _expect_keys("predictions reply metrics", payload.metrics, set(keys))
     _expect_keys("predictions reply arrays", payload.arrays, {TEST_OUTPUTS} if fused_eval else set())
     scores = [float(payload.metrics[key]) for key in keys]
@@ -377,7 +479,7 @@ def read_predictions_reply(payload: Payload, task: str, n_levels: int, n_outputs
     if not all(np.isfinite(value) and 0.0 <= value <= upper for value in scores):
         raise ProtocolError(f"{SCORE_OF_TASK[task]} scores must be finite and in [0, {upper}], got {scores}")
     if not fused_eval:
-        return _modality(payload), scores, None
+        return _agent(payload), scores, None
     outputs = payload.arrays[TEST_OUTPUTS]
     if not (isinstance(outputs, np.ndarray) and outputs.dtype == np.float32 and outputs.ndim == 3):
         raise ProtocolError("test outputs must be a 3-D float32 array L x N_test x K")
@@ -388,4 +490,4 @@ def read_predictions_reply(payload: Payload, task: str, n_levels: int, n_outputs
         raise ProtocolError("test outputs contain NaN or Inf")
     if task == "classification" and (outputs.min() < 0 or np.abs(outputs.sum(2) - 1.0).max() > 1e-4):
         raise ProtocolError("class probabilities must be non-negative and sum to 1 per test row")
-    return _modality(payload), scores, outputs
+    return _agent(payload), scores, outputs

@@ -32,6 +32,7 @@ from otm_fed.data import dataset_file
 CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.toml", "metrics.jsonl", "summary.json"
 CHECKPOINT_FILE = "server-state.json"
 EVAL_CODES_FILE = "eval-codes.npz"
+SITE_AVERAGE_FILE = "site-average.npz"  # FedAvg weights waiting for the next round (several sites per modality)
 RUN_FILES = (METRICS_FILE, SUMMARY_FILE, CHECKPOINT_FILE)
 """Files that only a run that has started rounds writes (``config.toml`` is written before)."""
 PROVENANCE = "provenance"
@@ -267,7 +268,8 @@ def mixing_lines(mixing: list[Mapping[str, Any]]) -> list[str]:
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:
-    """The final table of a run's summary: scores per modality and, where the run computed them
+    """The final table of a run's summary: scores per modality (a modality held at several sites:
+    its sites' scores weighted by their rows, and a table per site) and, where the run computed them
     (simulation), the fused scores of the concatenated aligned codes or late fusion; then what
     mixing did (``mixing_lines``)."""
     final = summary["final"]
@@ -288,4 +290,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         per = ", ".join(f"{v:.4f}" for v in final.get(f"{name}_per_modality", []))
         row = f"| {name} | {final.get(name, float('nan')):.4f} | {per} |"
         lines.append(row + (f" {final.get(f'fused_{name}', float('nan')):.4f} |" if fused else ""))
+    if "acc_per_site" in final:  # several sites per modality: each on its own evaluation rows
+        lines += ["| site (modality.site) | purity | acc | nmi | ari |", "|---|---|---|---|---|"]
+        lines += [f"| {site} | " + " | ".join(f"{final[f'{name}_per_site'][site]:.4f}" for name in
+                                               ("purity", "acc", "nmi", "ari")) + " |" for site in final["acc_per_site"]]
     return "\n".join(lines + mixing)

@@ -16,6 +16,7 @@ import numpy as np
 from otm_fed.config import ConfigError, resolve_config
 from otm_fed.data import (DATASET_FILES, MultiViewDataset, dataset_file, load_dataset, load_multiview, make_synthetic,
                           normalise_view, view_orders)
+from otm_fed.sites import SiteError, parse_site_split, parse_sites, sites_of, split_rows
 from otm_fed.supervised import fold_indices, regression_target
 
 
@@ -120,6 +121,20 @@ def check_fits(config: Mapping[str, Any], dataset: MultiViewDataset, n_modalitie
                           f"an agent of {name} holds; choose at most {n_train}: --set batch-size={n_train} "
                           f"(flwr run: --run-config batch-size={n_train})")
     anchor_ids(config, len(dataset.labels))
+    check_sites(config, dataset.labels, n_modalities)
+
+
+def check_sites(config: Mapping[str, Any], labels: np.ndarray, n_modalities: int) -> None:
+    """The topology fits the data: ``sites`` names every modality, and ``site-split`` gives every
+    site of every modality rows (``otm_fed.sites``), refused in one line before any round."""
+    try:
+        counts = parse_sites(config["sites"], n_modalities)
+        split = parse_site_split(config["site-split"])
+        for modality, n_sites in enumerate(counts):
+            order = training_order(config, modality, labels)
+            split_rows(labels[order], n_sites, split, config["seed"], modality)
+    except SiteError as error:
+        raise ConfigError(str(error)) from None
 
 
 @dataclass
@@ -182,19 +197,52 @@ def site_dataset(data_path: str) -> MultiViewDataset:
     return load_multiview(data_path)
 
 
-def modality_data(config: Mapping[str, Any], modality: int, data_path: str = "", anchors_file: str = "") -> ModalityData:
+def site_counts(config: Mapping[str, Any], n_modalities: int) -> tuple[int, ...]:
+    """Sites per modality (``sites``), one-line ConfigError if it does not name every modality."""
+    try:
+        return parse_sites(config["sites"], n_modalities)
+    except SiteError as error:
+        raise ConfigError(str(error)) from None
+
+
+def site_rows(config: Mapping[str, Any], modality: int, site: int, labels: np.ndarray) -> np.ndarray | None:
+    """Simulation: the file-order ids of site s's training rows of modality m, in the order the
+    modality's agent holds them (its share of ``training_order`` by ``site-split``), or None when
+    the modality has one site (it holds every row)."""
+    try:
+        n_sites = sites_of(config["sites"], modality)
+        if n_sites == 1:
+            return None
+        order = training_order(config, modality, labels)
+        parts = split_rows(labels[order], n_sites, parse_site_split(config["site-split"]), config["seed"], modality)
+    except SiteError as error:
+        raise ConfigError(str(error)) from None
+    if not 0 <= site < n_sites:
+        raise ConfigError(f"site {site} of modality {modality} does not exist: sites = {config['sites']}")
+    return order[parts[site]]
+
+
+def modality_data(config: Mapping[str, Any], modality: int, data_path: str = "", anchors_file: str = "",
+                  site: int = 0) -> ModalityData:
     """View m of the scenario's dataset, normalised with its own statistics only, training rows
     permuted independently of every other view unless the scenario is aligned. Supervised:
     training rows are the fold's training rows (so permuted), evaluation rows its test fold in
     file order.
 
     In deployment a site reads its own file ``data_path`` instead: a single-view file is its
-    modality's view; a multi-view file is read at view ``modality``. With ``anchors`` the agent also
-    holds the anchor rows: the simulation's seeded draw, or in deployment its ``anchors_file``."""
+    modality's view; a multi-view file is read at view ``modality``. Without one, site s of a
+    modality held at several sites (``sites``) holds its share of the rows (``site_rows``) and
+    evaluates on them, in file order. With ``anchors`` the agent also holds the anchor rows: the
+    simulation's seeded draw, or in deployment its ``anchors_file``."""
     dataset = site_dataset(data_path) if data_path else scenario_dataset(config)
     view_index = 0 if data_path and dataset.n_views == 1 else modality
     if not 0 <= view_index < dataset.n_views:
         raise ValueError(f"modality {modality} does not exist: {dataset.name} has {dataset.n_views} views")
+    own = None if data_path else site_rows(config, modality, site, dataset.labels)
+    if own is not None:  # clustering only (``validate_sites``), normalised with the site's own statistics
+        held = np.sort(own)
+        rows = normalise_view(dataset.views[view_index][held], view_normalisation(config, modality))
+        return ModalityData(rows[np.searchsorted(held, own)], rows, dataset.labels[held], dataset.n_classes)
     view = normalise_view(dataset.views[view_index], view_normalisation(config, modality))
     order = training_order(config, modality, dataset.labels)
     ids = read_anchor_file(anchors_file, len(view), config["anchors"]) if anchors_file and config["anchors"] \
@@ -219,11 +267,18 @@ def training_order(config: Mapping[str, Any], modality: int, labels: np.ndarray)
     return rows[view_orders(len(rows), modality + 1, config["aligned"], config["seed"])[modality]]
 
 
+def agent_stream(modality: int, site: int, *parts: int) -> list[int]:
+    """The key of a seeded stream of agent (m, s): (m, parts...) for site 0, as a modality held at
+    one site has always drawn, and (m, parts..., s) for the other sites of its modality."""
+    return [modality, *parts, site] if site else [modality, *parts]
+
+
 def batch_rows(n_rows: int, modality: int, round_number: int, batch_size: int, seed: int,
-               aligned: bool = False) -> np.ndarray:
+               aligned: bool = False, site: int = 0) -> np.ndarray:
     """Agent m's batch for a round: sorted rows of its own training order, drawn from its own
     seeded stream; in an aligned scenario every agent draws from one shared stream, so a batch
-    holds the same samples, in the same order, in every modality. The one definition of a batch
+    holds the same samples, in the same order, in every modality; each site of a modality draws
+    from its own stream (``agent_stream``). The one definition of a batch
     (the simulation-only alignment diagnostic reconstructs batches with it)."""
-    rng = np.random.default_rng([seed, round_number] if aligned else [seed, modality, round_number])
+    rng = np.random.default_rng([seed, round_number] if aligned else [seed, *agent_stream(modality, site, round_number)])
     return np.sort(rng.choice(n_rows, size=min(batch_size, n_rows), replace=False))

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from otm_fed.protocol import ANCHORS_RECORD, ARRAYS_RECORD, CONFIG_RECORD, METRICS_RECORD, RECORD_NAMES, Payload, ProtocolError
+from otm_fed.protocol import (ANCHORS_RECORD, ARRAYS_RECORD, CONFIG_RECORD, METRICS_RECORD, RECORD_NAMES, WEIGHTS_RECORD,
+                              Payload, ProtocolError)
 
 
 def array_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
@@ -29,6 +30,8 @@ def to_records(payload: Payload) -> RecordDict:
         records[METRICS_RECORD] = MetricRecord(dict(payload.metrics))
     if payload.anchors:
         records[ANCHORS_RECORD] = array_record(payload.anchors)
+    if payload.weights:
+        records[WEIGHTS_RECORD] = array_record(payload.weights)
     return RecordDict(records)
 
 
@@ -46,9 +49,11 @@ def from_records(content: RecordDict) -> Payload:
         payload.metrics = dict(content.metric_records[METRICS_RECORD])
     if ANCHORS_RECORD in content:
         payload.anchors = numpy_arrays(content.array_records[ANCHORS_RECORD])
+    if WEIGHTS_RECORD in content:
+        payload.weights = numpy_arrays(content.array_records[WEIGHTS_RECORD])
     return payload
 
 
 def payload_bytes(payload: Payload) -> int:
     """Bytes of array data a payload carries (what dominates its size on the wire)."""
-    return int(sum(value.nbytes for part in (payload.arrays, payload.anchors) for value in part.values()))
+    return int(sum(value.nbytes for part in (payload.arrays, payload.anchors, payload.weights) for value in part.values()))

@@ -11,7 +11,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from otm_fed.config import config_from_run_config
 from otm_fed.results import RunRecorder, format_summary, is_finished, new_run_dir, read_summary
-from otm_fed.scenario import check_fits, fold_test_targets, scenario_dataset
+from otm_fed.scenario import check_fits, fold_test_targets, scenario_dataset, site_counts
 from server.strategy import OTMStrategy, strategy_class
 
 app = ServerApp()
@@ -20,14 +20,15 @@ app = ServerApp()
 def build_strategy(config: Mapping[str, Any], recorder: RunRecorder | None) -> OTMStrategy:
     """The configured strategy, sized from the config or, where it is silent, from the dataset
     (which the server only reads in simulation, for sizes, the fused score's labels (in
-    supervised mode the test fold's targets, for late fusion) and the alignment diagnostic)."""
+    supervised mode the test fold's targets, for late fusion) and the alignment diagnostic, both
+    only with one site per modality: sites hold different samples)."""
     n_modalities, n_clusters, labels, sample_labels = config["num-modalities"], config["n-clusters"], None, None
     if not (n_modalities and n_clusters) or config["fused-eval"]:
         dataset = scenario_dataset(config)
         check_fits(config, dataset)
         n_modalities = n_modalities or dataset.n_views
         n_clusters = n_clusters or dataset.n_classes
-        if config["fused-eval"]:
+        if config["fused-eval"] and max(site_counts(config, n_modalities)) == 1:  # sites hold different samples
             sample_labels = dataset.labels
             labels = dataset.labels if config["task"] == "clustering" else fold_test_targets(config)
     return strategy_class(config["strategy"])(config, n_modalities, n_clusters, recorder=recorder,

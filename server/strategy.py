@@ -1,8 +1,13 @@
 """OTM as a Flower strategy: QUERY latent codes, mix them on the server, TRAIN, EVALUATE.
 
 The maths lives in ``otm_fed`` (the mixer is a constructor argument); this class only decides
-what to send to whom and what to keep. Subclass and override the small methods
-(``query_messages``, ``mix``, ``train_payloads``, ``aggregate_scores``) to change one step.
+what to send to whom and what to keep. An agent is a (modality, site): with several sites per
+modality (``sites``) the server learns each node's site and rows (HELLO), deals each site its
+share of the modality's batch, pools a modality's codes before aligning and mixing (the mixer
+sees one block per modality), returns each site its own columns of T_m, and averages the WAE
+weights of a modality's sites (FedAvg) every ``site-avg-every`` rounds. Subclass and override the
+small methods (``query_messages``, ``mix``, ``train_payloads``, ``aggregate_scores``) to change
+one step.
 ``LocalOnlyStrategy`` is the paper's MWAE baseline on the same base: no QUERY, no mixing.
 """
 
@@ -21,29 +26,35 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from otm_fed.alignment import alignment_scores, batch_sample_ids
-from otm_fed.config import gate_thresholds
+from otm_fed.config import ConfigError, gate_thresholds
 from otm_fed.frames import ConfidenceGate, FrameAlignment, align_frames
 from otm_fed.metrics import kmeans_scores
 from otm_fed.mixer import Mixer, MixResult, OTMixer
 from otm_fed.protocol import (
     EVALUATE,
+    HELLO,
     QUERY,
     SCORE_NAMES,
     TRAIN,
+    Agent,
+    Hello,
     Payload,
     ProtocolError,
     TrainReply,
     evaluate_request,
+    hello_request,
     predict_request,
     query_request,
     read_codes_reply,
     read_evaluate_reply,
+    read_hello_reply,
     read_predictions_reply,
     read_train_reply,
     train_request,
 )
-from otm_fed.results import (EVAL_CODES_FILE, GATE_CLOSED, NO_MIXING_BY_DESIGN, NO_PARTNER, TEACHER, RunRecorder,
-                             read_rounds)
+from otm_fed.results import (EVAL_CODES_FILE, GATE_CLOSED, NO_MIXING_BY_DESIGN, NO_PARTNER, SITE_AVERAGE_FILE, TEACHER,
+                             RunRecorder, read_rounds)
+from otm_fed.sites import SiteError, average_weights, batch_shares, parse_sites
 from otm_fed.supervised import SCORE_OF_TASK, late_fusion, parse_noise_levels, score
 from otm_fed.uptake import cluster_strength
 from otm_fed_flwr.records import from_records, payload_bytes, to_records
@@ -93,14 +104,23 @@ class OTMStrategy(Strategy):
         self.sample_labels = sample_labels  # simulation only: every sample's class, for the alignment diagnostic
         self.progress = progress
         self.num_rounds = self.config["rounds"]
+        try:
+            self.site_counts = parse_sites(self.config["sites"], n_modalities)  # sites per modality
+        except SiteError as error:
+            raise ConfigError(str(error)) from None
+        self.several_sites = max(self.site_counts) > 1
         self.node_ids: list[int] = []
-        self.node_of: dict[int, int] = {}  # modality -> node id, learnt from replies
-        self.codes: dict[int, np.ndarray] = {}
-        self.next_codes: dict[int, np.ndarray] = {}  # modality -> codes piggy-backed for the next round
-        self.anchor_codes: dict[int, np.ndarray] = {}  # modality -> its anchors' codes (``anchors`` > 0)
-        self.next_anchor_codes: dict[int, np.ndarray] = {}
+        self.node_of: dict[Agent, int] = {}  # (modality, site) -> node id, learnt from replies
+        self.hellos: dict[int, Hello] = {}  # node id -> who it is and what it holds (several sites per modality)
+        self.site_average: dict[int, dict[str, np.ndarray]] = {}  # modality -> its sites' averaged WAE, to send
+        self.codes: dict[Agent, np.ndarray] = {}
+        self.next_codes: dict[Agent, np.ndarray] = {}  # codes piggy-backed for the next round
+        self.anchor_codes: dict[Agent, np.ndarray] = {}  # its anchors' codes (``anchors`` > 0)
+        self.next_anchor_codes: dict[Agent, np.ndarray] = {}
+        self.pooled: dict[int, np.ndarray] = {}  # modality -> its sites' codes stacked in site order: Z_m
+        self.pool_columns: dict[Agent, slice] = {}  # each site's rows of its modality's Z_m (columns of T_m)
         self.sent_to: dict[str, int] = {}  # message id -> node id, of the exchange in flight
-        self.trained_as: dict[int, int] = {}  # node id -> modality it was sent TRAIN for
+        self.trained_as: dict[int, Agent] = {}  # node id -> the agent it was sent TRAIN for
         self.failure_counts: dict[int, int] = {}
         self.mix_result: MixResult | None = None
         self.alignment: FrameAlignment | None = None
@@ -122,8 +142,53 @@ class OTMStrategy(Strategy):
         return int(np.random.default_rng([self.config["seed"], server_round]).integers(2**31))
 
     def query_messages(self, server_round: int, grid: Grid, node_ids: Iterable[int]) -> list[Message]:
-        payload = query_request(server_round, self.config["batch-size"], self.round_seed(server_round))
-        return [Message(to_records(payload), dst_node_id=node, message_type=QUERY) for node in node_ids]
+        return [Message(to_records(query_request(server_round, self.node_batch_size(node), self.round_seed(server_round))),
+                        dst_node_id=node, message_type=QUERY) for node in node_ids]
+
+    def node_batch_size(self, node: int) -> int:
+        """Rows of the batch a node encodes: ``batch-size``, or a site's share of it (``batch_shares``:
+        proportional to its rows among its modality's sites that said HELLO)."""
+        if node not in self.hellos:
+            return self.config["batch-size"]
+        shares = batch_shares({hello.agent: hello.rows for hello in self.hellos.values()}, self.config["batch-size"])
+        return shares[self.hellos[node].agent]
+
+    def agent_label(self, agent: Agent) -> str:
+        """How results name an agent: ``m`` for a modality held at one site, ``m.s`` otherwise."""
+        modality, site = agent
+        return str(modality) if self.site_counts[modality] == 1 else f"{modality}.{site}"
+
+    def pool(self, codes: Mapping[Agent, np.ndarray]) -> dict[int, np.ndarray]:
+        """Z_m per modality: its sites' codes stacked in site order (``pool_columns`` keeps each
+        site's rows); a modality held at one site is its codes as sent."""
+        self.pool_columns, pooled = {}, {}
+        for modality in sorted({m for m, _ in codes}):
+            sites = sorted(agent for agent in codes if agent[0] == modality)
+            start = 0
+            for agent in sites:
+                self.pool_columns[agent] = slice(start, start + len(codes[agent]))
+                start += len(codes[agent])
+            pooled[modality] = codes[sites[0]] if len(sites) == 1 else np.concatenate([codes[a] for a in sites])
+        return pooled
+
+    def site_plan(self, agent: Agent, plan: np.ndarray) -> np.ndarray:
+        """A site's own columns of T_m, scaled by N_m / N_s so that each column carries 1/N_s
+        (eq. 4 divides by the columns' mass, so its target rows are unchanged); the whole T_m for
+        a modality held at one site."""
+        columns = self.pool_columns[agent]
+        block = plan[:, columns]
+        return block if block.shape[1] == plan.shape[1] else block * (plan.shape[1] / block.shape[1])
+
+    def averaging_due(self, server_round: int) -> bool:
+        every = self.config["site-avg-every"]
+        return self.several_sites and every > 0 and server_round % every == 0
+
+    def site_weights(self, server_round: int, agent: Agent) -> dict[str, Any]:
+        """The FedAvg part of a site's TRAIN: its modality's pending average, and whether to send
+        its weights back this round (only for a modality held at several sites)."""
+        if self.site_counts[agent[0]] == 1:
+            return {}
+        return {"weights": self.site_average.get(agent[0]), "send_weights": self.averaging_due(server_round)}
 
     def mix(self, server_round: int, codes: Mapping[int, np.ndarray]) -> MixResult:
         """The stochastic FGW barycenter of the codes received this round, modalities in order."""
@@ -138,7 +203,7 @@ class OTMStrategy(Strategy):
             return None
         rng = np.random.default_rng([self.config["seed"], server_round, 3])
         search = server_round % self.config["align-refresh"] == 0
-        anchors = {m: self.anchor_codes[m].astype(np.float64) for m in codes} if self.config["anchors"] else None
+        anchors = {m: self.anchor_codes[(m, 0)].astype(np.float64) for m in codes} if self.config["anchors"] else None
         alignment = align_frames({m: codes[m].astype(np.float64) for m in codes}, self.rotations,
                                  self.config["align-starts"], rng, search, anchors)
         self.rotations.update({m: frame.rotation for m, frame in alignment.frames.items()})
@@ -210,28 +275,29 @@ class OTMStrategy(Strategy):
         piggybacked = self.config["piggyback"] and self.config["task"] == "clustering"
         return self.evaluate_payload(server_round) if piggybacked and self.evaluation_due(server_round) else None
 
-    def train_payloads(self, server_round: int) -> dict[int, Payload]:
+    def train_payloads(self, server_round: int) -> dict[Agent, Payload]:
         """TRAIN for every modality that sent codes: to each one that takes the mix back
         (``receiving_modalities``) Z~_B in its own frame, its own plan and its gradient; to the
         others (gated, teachers, or all when no mix was made) no mix: they train alone."""
         gradients = self.server_gradients(self.mixed_codes, self.mix_result) if self.mix_result is not None else None
         payloads = {}
-        for modality in sorted(self.codes):
-            barycenter = plan = gradient = None
+        for agent in sorted(self.codes):
+            modality, barycenter, plan, gradient = agent[0], None, None, None
             if modality in self.receiving:
                 index = self.mixed_modalities.index(modality)
-                barycenter, plan = self.own_frame(modality, self.mix_result.mixed_barycenter), \
-                    self.mix_result.transport_plans[index]
+                barycenter = self.own_frame(modality, self.mix_result.mixed_barycenter)
+                plan = self.site_plan(agent, self.mix_result.transport_plans[index])
                 if gradients is not None:  # d/dZ_m = d/dphi_m(Z_m) Q_m^T / s_m (c_m, s_m held fixed)
-                    gradient = self.own_frame(modality, gradients[index], linear=True)
-            payloads[modality] = train_request(
-                server_round, self.config["batch-size"], self.round_seed(server_round), barycenter, plan,
-                gradient, self.next_seed(server_round), self.piggyback_evaluation(server_round))
+                    gradient = self.own_frame(modality, gradients[index][self.pool_columns[agent]], linear=True)
+            payloads[agent] = train_request(
+                server_round, self.node_batch_size(self.node_of[agent]), self.round_seed(server_round), barycenter, plan,
+                gradient, self.next_seed(server_round), self.piggyback_evaluation(server_round),
+                **self.site_weights(server_round, agent))
         return payloads
 
     def common_codes(self, modality: int) -> np.ndarray:
         """Z_m as mixed: phi_m(Z_m) in the common frame, or as received without alignment."""
-        codes = self.codes[modality]
+        codes = self.pooled[modality]
         return codes if self.alignment is None else self.alignment.frames[modality].to_common(codes.astype(np.float64))
 
     def own_frame(self, modality: int, common: np.ndarray, linear: bool = False) -> np.ndarray:
@@ -250,6 +316,17 @@ class OTMStrategy(Strategy):
                                self.round_seed(server_round))
         return alignment_scores(self.mix_result.transport_plans, ids, self.sample_labels)
 
+    def modality_scores(self, scores: Mapping[Agent, Mapping[str, float]]) -> dict[int, dict[str, float]]:
+        """Each modality's scores: its site's, or the mean of its sites' weighted by their rows."""
+        per_modality = {}
+        for modality in sorted({m for m, _ in scores}):
+            sites = sorted(agent for agent in scores if agent[0] == modality)
+            rows = np.array([self.hellos[self.node_of[a]].rows if self.node_of.get(a) in self.hellos else 1
+                             for a in sites], dtype=np.float64)
+            per_modality[modality] = {name: float(np.dot(rows, [scores[a][name] for a in sites]) / rows.sum())
+                                      for name in scores[sites[0]]}
+        return per_modality
+
     def aggregate_scores(self, scores: Mapping[int, Mapping[str, float]]) -> dict[str, Any]:
         """Mean over modalities of each score, per-modality values kept."""
         ordered = [scores[m] for m in sorted(scores)]
@@ -263,42 +340,54 @@ class OTMStrategy(Strategy):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         start = time.perf_counter()
-        self.alignment = self.align(server_round, self.codes)
-        self.mixed_modalities = self.gated_modalities(self.alignment, self.codes)
+        self.alignment = self.align(server_round, self.pooled)
+        self.mixed_modalities = self.gated_modalities(self.alignment, self.pooled)
         self.mixed_codes = {m: self.common_codes(m) for m in self.mixed_modalities}
         self.mix_result = self.mix(server_round, self.mixed_codes) if self.mixed_codes else None
         self.receiving = self.receiving_modalities(server_round)
         payloads = self.train_payloads(server_round)
         self.row["seconds"]["mix"] = time.perf_counter() - start
-        for modality, payload in payloads.items():
-            self.row["bytes_down"][modality] = self.row["bytes_down"].get(modality, 0) + payload_bytes(payload)
-        self.trained_as = {self.node_of[modality]: modality for modality in payloads}
-        return [Message(to_records(payload), dst_node_id=self.node_of[modality], message_type=TRAIN)
-                for modality, payload in payloads.items()]
+        self.count_bytes("bytes_down", {agent: payload_bytes(payload) for agent, payload in payloads.items()})
+        self.site_average = {}  # delivered
+        self.trained_as = {self.node_of[agent]: agent for agent in payloads}
+        return [Message(to_records(payload), dst_node_id=self.node_of[agent], message_type=TRAIN)
+                for agent, payload in payloads.items()]
+
+    def count_bytes(self, direction: str, sizes: Mapping[Agent, int]) -> None:
+        for agent, size in sizes.items():
+            label = self.agent_label(agent)
+            self.row[direction][label] = self.row[direction].get(label, 0) + size
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Loss terms per modality; piggy-backed next codes and scores where they were asked for."""
-        losses: dict[int, dict[str, float]] = {}
-        scores: dict[int, dict[str, float]] = {}
-        eval_codes: dict[int, np.ndarray] = {}
+        """Loss terms per agent; piggy-backed next codes and scores where they were asked for; the
+        weights of a modality's sites averaged (FedAvg, weighted by rows) to go out with the next TRAIN."""
+        losses: dict[Agent, dict[str, float]] = {}
+        scores: dict[Agent, dict[str, float]] = {}
+        eval_codes: dict[Agent, np.ndarray] = {}
+        weights: dict[Agent, dict[str, np.ndarray]] = {}
         evaluation = self.piggyback_evaluation(server_round) is not None
         piggybacked = self.next_seed(server_round) is not None
+        averaged = {m for m, count in enumerate(self.site_counts) if count > 1} if self.averaging_due(server_round) else set()
 
         def read(payload: Payload) -> TrainReply:
             return read_train_reply(payload, self.config["latent-dim"], self.config["batch-size"], piggybacked,
-                                    evaluation, self.config["fused-eval"], self.config["anchors"])
+                                    evaluation, self.config["fused-eval"], self.config["anchors"], averaged)
 
-        for reply in self.accepted_replies(replies, TRAIN, read, losses, attrgetter("modality"), self.trained_as):
-            losses[reply.modality] = reply.losses
+        for reply in self.accepted_replies(replies, TRAIN, read, losses, attrgetter("agent"), self.trained_as):
+            losses[reply.agent] = reply.losses
             if reply.next_codes is not None:
-                self.next_codes[reply.modality] = reply.next_codes
+                self.next_codes[reply.agent] = reply.next_codes
             if reply.next_anchor_codes is not None:
-                self.next_anchor_codes[reply.modality] = reply.next_anchor_codes
+                self.next_anchor_codes[reply.agent] = reply.next_anchor_codes
             if reply.scores is not None:
-                scores[reply.modality] = reply.scores
+                scores[reply.agent] = reply.scores
             if reply.eval_codes is not None:
-                eval_codes[reply.modality] = reply.eval_codes
-        self.row["losses"] = {str(m): losses[m] for m in sorted(losses)}
+                eval_codes[reply.agent] = reply.eval_codes
+            if reply.weights is not None:
+                weights[reply.agent] = reply.weights
+        self.row["losses"] = {self.agent_label(agent): losses[agent] for agent in sorted(losses)}
+        if weights:
+            self.average_sites(weights)
         if scores:
             self.record_scores(scores, eval_codes)
         totals = [metrics["total"] for metrics in losses.values() if "total" in metrics]
@@ -313,24 +402,30 @@ class OTMStrategy(Strategy):
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         if self.config["task"] != "clustering":
             return self.aggregate_predictions(replies)
-        scores: dict[int, dict[str, float]] = {}
-        eval_codes: dict[int, np.ndarray] = {}
+        scores: dict[Agent, dict[str, float]] = {}
+        eval_codes: dict[Agent, np.ndarray] = {}
 
-        def read(payload: Payload) -> tuple[int, dict[str, float], np.ndarray | None]:
+        def read(payload: Payload) -> tuple[Agent, dict[str, float], np.ndarray | None]:
             return read_evaluate_reply(payload, self.config["latent-dim"], self.config["fused-eval"])
 
-        for modality, modality_scores, codes in self.accepted_replies(replies, EVALUATE, read, scores):
-            scores[modality] = modality_scores
+        for agent, agent_scores, codes in self.accepted_replies(replies, EVALUATE, read, scores):
+            scores[agent] = agent_scores
             if codes is not None:
-                eval_codes[modality] = codes
+                eval_codes[agent] = codes
         if not scores:
             return None
         aggregated = self.record_scores(scores, eval_codes)
         return MetricRecord({k: v for k, v in aggregated.items() if isinstance(v, float)})
 
-    def record_scores(self, scores: Mapping[int, Mapping[str, float]], eval_codes: Mapping[int, np.ndarray]) -> dict[str, Any]:
-        """The round's evaluation: mean scores, and the fused score when every evaluated agent sent codes."""
-        aggregated = self.aggregate_scores(scores)
+    def record_scores(self, scores: Mapping[Agent, Mapping[str, float]],
+                      eval_codes: Mapping[Agent, np.ndarray]) -> dict[str, Any]:
+        """The round's evaluation: mean scores over modalities (a modality's sites weighted by their
+        rows), each site's scores with several sites per modality, and the fused score when every
+        evaluated agent sent codes."""
+        aggregated = self.aggregate_scores(self.modality_scores(scores))
+        if self.several_sites:
+            for name in SCORE_NAMES:
+                aggregated[f"{name}_per_site"] = {self.agent_label(a): float(scores[a][name]) for a in sorted(scores)}
         if self.fused_labels is not None and len(eval_codes) == len(scores):
             fused = np.concatenate([eval_codes[m] for m in sorted(eval_codes)], axis=1)
             fused_scores = kmeans_scores(fused, self.fused_labels, self.n_clusters, self.config["kmeans-init"],
@@ -347,17 +442,17 @@ class OTMStrategy(Strategy):
         task, levels = self.config["task"], parse_noise_levels(self.config["noise-levels"])
         name = SCORE_OF_TASK[task]
         n_test = None if self.fused_labels is None else len(self.fused_labels)
-        scores: dict[int, list[float]] = {}
-        outputs: dict[int, np.ndarray] = {}
+        scores: dict[Agent, list[float]] = {}  # one site per modality (``validate_sites``)
+        outputs: dict[Agent, np.ndarray] = {}
 
-        def read(payload: Payload) -> tuple[int, list[float], np.ndarray | None]:
+        def read(payload: Payload) -> tuple[Agent, list[float], np.ndarray | None]:
             return read_predictions_reply(payload, task, len(levels), self.n_clusters if task == "classification" else 1,
                                           self.config["fused-eval"], n_test)
 
-        for modality, modality_scores, modality_outputs in self.accepted_replies(replies, EVALUATE, read, scores):
-            scores[modality] = modality_scores
-            if modality_outputs is not None:
-                outputs[modality] = modality_outputs
+        for agent, agent_scores, agent_outputs in self.accepted_replies(replies, EVALUATE, read, scores):
+            scores[agent] = agent_scores
+            if agent_outputs is not None:
+                outputs[agent] = agent_outputs
         if not scores:
             return None
         ordered = sorted(scores)
@@ -416,30 +511,40 @@ class OTMStrategy(Strategy):
         return payloads
 
     def accepted_replies(self, replies: Iterable[Message], kind: str, read: Callable[[Payload], Reply],
-                         taken: Mapping[int, Any], modality_of: Callable[[Reply], int] = itemgetter(0),
-                         expected: Mapping[int, int] | None = None) -> Iterator[Reply]:
-        """``read(payload)`` of each valid reply whose stated modality ``claim_modality`` accepts
-        (``taken``: the modalities answered so far, which the caller fills as it goes; ``expected``:
-        node -> the modality it was asked for); every other reply is recorded as refused."""
+                         taken: Mapping[Agent, Any], agent_of: Callable[[Reply], Agent] = itemgetter(0),
+                         expected: Mapping[int, Agent] | None = None) -> Iterator[Reply]:
+        """``read(payload)`` of each valid reply whose stated (modality, site) ``claim_agent``
+        accepts (``taken``: the agents answered so far, which the caller fills as it goes;
+        ``expected``: node -> the agent it was asked for); every other reply is recorded as refused."""
         for node, payload in self.reply_payloads(replies, kind):
             try:
                 reply = read(payload)
-                self.claim_modality(modality_of(reply), node, taken, (expected or {}).get(node))
+                self.claim_agent(agent_of(reply), node, taken, (expected or {}).get(node))
             except ProtocolError as error:
                 self.record_failure(node, kind, f"refused: {error}")
                 continue
             yield reply
 
-    def claim_modality(self, modality: int, node: int, taken: Mapping[int, Any], expected: int | None = None) -> None:
-        """A reply's stated modality must exist, be the one it was asked for, and not be claimed
-        by another node in the same exchange; the node then serves that modality."""
+    def claim_agent(self, agent: Agent, node: int, taken: Mapping[Agent, Any], expected: Agent | None = None) -> None:
+        """A reply's stated (modality, site) must exist in the topology, be the one the node was
+        asked as (or said HELLO as), and not be claimed by another node in the same exchange; the
+        node then serves that agent."""
+        modality, site = agent
         if modality >= self.n_modalities:
             raise ProtocolError(f"modality {modality} does not exist ({self.n_modalities} modalities)")
-        if expected is not None and modality != expected:
-            raise ProtocolError(f"states modality {modality}, was asked for modality {expected}")
-        if modality in taken:
-            raise ProtocolError(f"modality {modality} already answered by node {self.node_of.get(modality)}")
-        self.node_of[modality] = node
+        if site >= self.site_counts[modality]:
+            raise ProtocolError(f"site {site} of modality {modality} does not exist "
+                                f"({self.site_counts[modality]} sites)")
+        expected = expected if expected is not None else self.hellos[node].agent if node in self.hellos else None
+        if expected is not None and agent != expected:
+            raise ProtocolError(f"states {self.describe(agent)}, was asked for {self.describe(expected)}")
+        if agent in taken:
+            raise ProtocolError(f"{self.describe(agent)} already answered by node {self.node_of.get(agent)}")
+        self.node_of[agent] = node
+
+    def describe(self, agent: Agent) -> str:
+        modality, site = agent
+        return f"modality {modality}" if self.site_counts[modality] == 1 else f"modality {modality} site {site}"
 
     def record_failure(self, node: int, kind: str, reason: str) -> None:
         log.warning("round %s: %s from node %s failed: %s", self.row.get("round"), kind, node, reason)
@@ -447,32 +552,78 @@ class OTMStrategy(Strategy):
         self.failure_counts[node] = self.failure_counts.get(node, 0) + 1
 
     def wait_for_nodes(self, grid: Grid) -> list[int]:
-        """All M nodes, or at least ``min-modalities`` of them after NODE_WAIT_SECONDS."""
+        """Every site's node (one per modality unless ``sites`` says more), or at least
+        ``min-modalities`` of them after NODE_WAIT_SECONDS."""
+        expected = sum(self.site_counts)
         deadline = time.monotonic() + NODE_WAIT_SECONDS
         while True:
             node_ids = sorted(grid.get_node_ids())
-            if len(node_ids) >= self.n_modalities or time.monotonic() > deadline:
+            if len(node_ids) >= expected or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        if len(node_ids) < min(self.config["min-modalities"], self.n_modalities):
-            raise RuntimeError(f"only {len(node_ids)} of {self.n_modalities} modality nodes connected "
-                               f"within {NODE_WAIT_SECONDS:.0f} s")
+        if len(node_ids) < min(self.config["min-modalities"], expected):
+            raise RuntimeError(f"only {len(node_ids)} of {expected} nodes connected within {NODE_WAIT_SECONDS:.0f} s")
         return node_ids
+
+    def greet(self, grid: Grid, node_ids: Iterable[int], first: bool = False) -> None:
+        """HELLO to the nodes not met yet (several sites per modality only): each says which
+        (modality, site) it is, its rows and its data's width; a site back under a new node id
+        replaces its old node. A site whose width differs from its modality's other sites cannot
+        share their WAE: refused, and before the first round (``first``) the run stops with that
+        one line."""
+        node_ids = list(node_ids)
+        new = [node for node in node_ids if node not in self.hellos]
+        if not self.several_sites or not new:
+            return
+        messages = [Message(to_records(hello_request()), dst_node_id=node, message_type=HELLO) for node in new]
+        claimed = {hello.agent: hello for node, hello in self.hellos.items() if node in node_ids}
+        fresh: list[tuple[int, Hello]] = []
+        for hello in self.accepted_replies(self.exchange(grid, messages, HELLO), HELLO, read_hello_reply, claimed,
+                                           attrgetter("agent")):
+            claimed[hello.agent] = hello
+            fresh.append((self.node_of[hello.agent], hello))
+        for node, hello in sorted(fresh, key=lambda item: item[1].agent):
+            self.hellos = {other: known for other, known in self.hellos.items() if known.agent != hello.agent}
+            widths = {other.width for other in self.hellos.values() if other.agent[0] == hello.agent[0]}
+            if widths and hello.width not in widths:
+                reason = (f"{self.describe(hello.agent)} holds data of width {hello.width}, its modality's other "
+                          f"sites {widths.pop()}: sites of a modality share one WAE")
+                del self.node_of[hello.agent]
+                if first:
+                    raise ConfigError(reason)
+                self.record_failure(node, HELLO, f"refused: {reason}")
+                continue
+            self.hellos[node] = hello
+
+    def average_sites(self, weights: Mapping[Agent, Mapping[str, np.ndarray]]) -> None:
+        """FedAvg within each modality: the WAE weights its sites sent, weighted by their rows
+        (``otm_fed.sites.average_weights``), kept to go out with the next TRAIN to that
+        modality's sites only. A site that did not answer is left out of the round's average."""
+        self.row["site_average"] = {}
+        for modality in sorted({m for m, _ in weights}):
+            sites = sorted(agent for agent in weights if agent[0] == modality)
+            try:
+                self.site_average[modality] = average_weights([dict(weights[a]) for a in sites],
+                                                              [self.hellos[self.node_of[a]].rows for a in sites])
+            except SiteError as error:
+                log.warning("round %s: modality %d not averaged: %s", self.row.get("round"), modality, error)
+                continue
+            self.row["site_average"][str(modality)] = [self.agent_label(a) for a in sites]
 
     # ------------------------------------------------------------------ the round loop
 
     def collect_codes(self, server_round: int, grid: Grid, node_ids: list[int]) -> None:
         """QUERY the nodes whose codes are not held yet; keep each valid reply's codes under the
         modality it states."""
-        def read(payload: Payload) -> tuple[int, np.ndarray, np.ndarray | None]:
+        def read(payload: Payload) -> tuple[Agent, np.ndarray, np.ndarray | None]:
             return read_codes_reply(payload, self.config["latent-dim"], self.config["batch-size"],
                                     self.config["anchors"])
 
         replies = self.exchange(grid, self.query_messages(server_round, grid, node_ids), QUERY)
-        for modality, codes, anchor_codes in self.accepted_replies(replies, QUERY, read, self.codes):
-            self.codes[modality] = codes
+        for agent, codes, anchor_codes in self.accepted_replies(replies, QUERY, read, self.codes):
+            self.codes[agent] = codes
             if anchor_codes is not None:
-                self.anchor_codes[modality] = anchor_codes
+                self.anchor_codes[agent] = anchor_codes
 
     def start(self, grid: Grid, initial_arrays: ArrayRecord | None = None, num_rounds: int | None = None,
               timeout: float | None = None, **_: Any) -> dict[str, Any]:
@@ -486,9 +637,10 @@ class OTMStrategy(Strategy):
             self.row = {"round": server_round, "seconds": {}, "bytes_up": {}, "bytes_down": {},
                         "failures": []}
             self.node_ids = sorted(grid.get_node_ids())
-            for modality, node in sorted(self.node_of.items()):
+            for agent, node in sorted(self.node_of.items()):
                 if node not in self.node_ids:
-                    self.record_failure(node, "connect", f"the node of modality {modality} is no longer connected")
+                    self.record_failure(node, "connect", f"the node of {self.describe(agent)} is no longer connected")
+            self.greet(grid, self.node_ids, first=server_round == first_round)
             self.run_round(server_round, grid)
             if self.evaluation_due(server_round) and "eval" not in self.row:
                 eval_start = time.perf_counter()
@@ -498,13 +650,16 @@ class OTMStrategy(Strategy):
             self.row["seconds"]["total"] = time.perf_counter() - round_start
             self.finish_round(server_round, self.num_rounds)
             if self.recorder is not None:
+                if self.site_average:  # the next round's FedAvg weights, written before the state that names them
+                    self.recorder.write_arrays(SITE_AVERAGE_FILE, **{f"{m}/{name}": value for m, average in
+                                                                     self.site_average.items() for name, value in average.items()})
                 self.recorder.save_checkpoint(self.checkpoint(server_round, time.perf_counter() - started))
         self.final_scores = self.row.get("eval", {})
         if self.recorder is not None:
             self.recorder.write_summary(self.summary_record(self.num_rounds, time.perf_counter() - started))
             if self.eval_codes:  # simulation only: the final fused codes, for plots
                 self.recorder.write_arrays(EVAL_CODES_FILE, labels=self.fused_labels,
-                                           **{f"codes-{m}": codes for m, codes in self.eval_codes.items()})
+                                           **{f"codes-{m}": codes for (m, _), codes in self.eval_codes.items()})
         return self.final_scores
 
     def checkpoint(self, server_round: int, wall_seconds: float) -> dict[str, Any]:
@@ -512,13 +667,15 @@ class OTMStrategy(Strategy):
         is a pure function of (seed, round) (``round_seed``), so the round is its RNG state;
         piggy-backed codes are not kept: a resumed round QUERYs them again, bit for bit. The frame
         rotations Q_m are kept (as JSON floats, which round-trip exactly), the gate's state, the
-        flow's window of readings, and the round each modality first mixed."""
+        flow's window of readings, the round each modality first mixed, and which modalities have
+        a FedAvg average waiting for their sites (its arrays: ``SITE_AVERAGE_FILE``)."""
         return {"round": server_round, "seed": self.config["seed"], "wall_seconds": wall_seconds,
                 "failure_counts": {str(node): count for node, count in self.failure_counts.items()},
                 "rotations": {str(m): rotation.tolist() for m, rotation in sorted(self.rotations.items())},
                 "gate": self.gate.state(),
                 "flow": {str(m): values for m, values in sorted(self.flow_history.items())},
-                "first_mixed": {str(m): r for m, r in sorted(self.first_mixed.items())}}
+                "first_mixed": {str(m): r for m, r in sorted(self.first_mixed.items())},
+                "site_average": sorted(self.site_average)}
 
     def restore(self) -> tuple[int, float]:
         """(first round, seconds already spent): after the checkpoint's round with ``resume``."""
@@ -534,6 +691,11 @@ class OTMStrategy(Strategy):
         self.flow_history = {int(m): [float(v) for v in values] for m, values in state.get("flow", {}).items()}
         self.first_mixed = ({int(m): r for m, r in state["first_mixed"].items()} if "first_mixed" in state
                             else self.first_mixed_from_rows())
+        if state.get("site_average"):
+            with np.load(self.recorder.run_dir / SITE_AVERAGE_FILE) as saved:
+                for key in saved.files:
+                    modality, name = key.split("/", 1)
+                    self.site_average.setdefault(int(modality), {})[name] = saved[key]
         log.info("resuming after round %d", state["round"])
         self.progress(f"resuming after round {state['round']}")
         return state["round"] + 1, state["wall_seconds"]
@@ -551,16 +713,16 @@ class OTMStrategy(Strategy):
     def run_round(self, server_round: int, grid: Grid) -> None:
         """Codes (piggy-backed or QUERYed), the mix, TRAIN, when at least min-modalities answered."""
         query_start = time.perf_counter()
-        self.codes = {m: codes for m, codes in self.next_codes.items() if self.node_of.get(m) in self.node_ids}
-        self.anchor_codes = {m: codes for m, codes in self.next_anchor_codes.items() if m in self.codes}
+        self.codes = {a: codes for a, codes in self.next_codes.items() if self.node_of.get(a) in self.node_ids}
+        self.anchor_codes = {a: codes for a, codes in self.next_anchor_codes.items() if a in self.codes}
         self.next_codes, self.next_anchor_codes = {}, {}
-        held = {self.node_of[m] for m in self.codes}
-        self.collect_codes(server_round, grid, [node for node in self.node_ids if node not in held])
-        for modality, codes in self.codes.items():
-            self.row["bytes_up"][modality] = self.row["bytes_up"].get(modality, 0) + codes.nbytes
+        held = {self.node_of[a] for a in self.codes}
+        self.collect_codes(server_round, grid, [node for node in self.ready_nodes() if node not in held])
+        self.count_bytes("bytes_up", {agent: codes.nbytes for agent, codes in self.codes.items()})
+        self.pooled = self.pool(self.codes)
         self.row["seconds"]["query"] = time.perf_counter() - query_start
-        if len(self.codes) < self.config["min-modalities"]:
-            self.row["skipped"] = (f"only {len(self.codes)} of {self.n_modalities} modalities sent valid codes, "
+        if len(self.pooled) < self.config["min-modalities"]:
+            self.row["skipped"] = (f"only {len(self.pooled)} of {self.n_modalities} modalities sent valid codes, "
                                    f"fewer than min-modalities {self.config['min-modalities']}")
             log.warning("round %d skipped: %s", server_round, self.row["skipped"])
             return
@@ -587,10 +749,19 @@ class OTMStrategy(Strategy):
         self.aggregate_train(server_round, self.exchange(grid, messages, TRAIN))
         self.row["seconds"]["train"] = time.perf_counter() - train_start
 
+    def ready_nodes(self) -> list[int]:
+        """The connected nodes the round asks: all, or with several sites per modality those that
+        said HELLO (a node is asked as the site it said it is)."""
+        return [node for node in self.node_ids if not self.several_sites or node in self.hellos]
+
     def finish_round(self, server_round: int, num_rounds: int) -> None:
         row = self.row
-        missing = sorted(set(range(self.n_modalities)) - {int(m) for m in row.get("losses", {})})
+        missing = sorted(set(range(self.n_modalities)) - {int(label.split(".")[0]) for label in row.get("losses", {})})
         row["missing_modalities"] = missing
+        if self.several_sites:
+            trained = set(row.get("losses", {}))
+            row["missing_sites"] = [label for label in (self.agent_label((m, s)) for m, count in enumerate(self.site_counts)
+                                                        for s in range(count)) if label not in trained]
         if self.recorder is not None:
             self.recorder.record_round(row)
         totals = [losses.get("total", float("nan")) for losses in row.get("losses", {}).values()]
@@ -645,10 +816,16 @@ class LocalOnlyStrategy(OTMStrategy):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        payload = train_request(server_round, self.config["batch-size"], self.round_seed(server_round),
-                                evaluation=self.piggyback_evaluation(server_round))
-        self.trained_as = {}
-        return [Message(to_records(payload), dst_node_id=node, message_type=TRAIN) for node in self.node_ids]
+        """The same TRAIN to every node; a site of a modality held at several sites gets its share
+        of the batch and the FedAvg part (``site_weights``), as under OTM."""
+        messages, self.trained_as = [], {}
+        for node in self.ready_nodes():
+            site = {} if node not in self.hellos else self.site_weights(server_round, self.hellos[node].agent)
+            payload = train_request(server_round, self.node_batch_size(node), self.round_seed(server_round),
+                                    evaluation=self.piggyback_evaluation(server_round), **site)
+            messages.append(Message(to_records(payload), dst_node_id=node, message_type=TRAIN))
+        self.site_average = {}  # delivered
+        return messages
 
     def run_round(self, server_round: int, grid: Grid) -> None:
         train_start = time.perf_counter()

@@ -130,7 +130,7 @@ class FakeFederation:
 
     runs: list[tuple[Path, dict]] = []
 
-    def __init__(self, work_dir: Path, data_path: Path, n_nodes: int) -> None:
+    def __init__(self, work_dir: Path, data_path: Path, n_nodes: int, site_files: dict | None = None) -> None:
         self.work_dir, self.address = work_dir, "127.0.0.1:0"
 
     def __enter__(self) -> "FakeFederation":

@@ -131,3 +131,25 @@ def test_a_run_that_cannot_start_says_why_in_one_line(tmp_path):
         federation.run(tmp_path, {"rounds": 1}, timeout=120)
     assert str(error.value) == (f"flwr run {tmp_path} started no run: Error Failed to load Flower App configuration "
                                 f"in '{tmp_path / 'pyproject.toml'}'. File may be missing or invalid.")
+
+
+def test_a_site_node_config_names_its_site_and_the_demo_writes_each_site_its_rows(tmp_path):
+    import numpy as np
+
+    from launcher.cli import write_site_files
+    from launcher.deploy import node_config_text
+    from otm_fed.config import resolve_config
+    from otm_fed.scenario import scenario_dataset
+
+    text = node_config_text(1, tmp_path / "site.npz", tmp_path / "state", site=2)
+    assert tomllib.loads(text.replace(" ", "\n"))["site"] == 2
+    assert "site" not in tomllib.loads(node_config_text(1, tmp_path / "site.npz", tmp_path / "state").replace(" ", "\n"))
+    config = resolve_config("synthetic", {"synthetic-samples": "120", "sites": "3"})
+    dataset = scenario_dataset(config)
+    files = write_site_files(config, dataset, 3, tmp_path / "sites")
+    assert sorted(files) == [(m, s) for m in range(3) for s in range(3)]
+    for modality in range(3):
+        held = [np.load(files[(modality, site)]) for site in range(3)]
+        assert sum(len(part["y"]) for part in held) == 120
+        rows = np.concatenate([part["X0"] for part in held])
+        assert np.unique(rows, axis=0).shape == dataset.views[modality].shape  # every row once

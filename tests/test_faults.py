@@ -14,7 +14,7 @@ from flwr.clientapp import ClientApp
 
 from clients import client_app
 from otm_fed.agent import privatise_codes
-from otm_fed.config import ConfigError, resolve_config
+from otm_fed.config import ConfigError, config_from_run_config, resolve_config
 from otm_fed.protocol import PLAN_VALUES, REFUSED
 from otm_fed.results import read_rounds
 from launcher.inprocess import run_inprocess
@@ -26,15 +26,18 @@ SMALL = {"rounds": "3", "eval-every": "3", "synthetic-samples": "240", "batch-si
          "target-flow": "false"}
 
 
-def faulty_app(hook) -> ClientApp:
-    """The OTM ClientApp with ``hook(kind, modality, round, call)`` around each handler: it may
-    raise, sleep, or change the reply ``call()`` returns."""
+def faulty_app(hook, with_site: bool = False) -> ClientApp:
+    """The OTM ClientApp with ``hook(kind, modality, round, call)`` around each handler (``with_site``:
+    ``hook(kind, (modality, site), round, call)``): it may raise, sleep, or change the reply
+    ``call()`` returns. HELLO passes through."""
     app = ClientApp()
+    app.query("hello")(client_app.hello)
     for kind, handler in (("query", client_app.query), ("train", client_app.train),
                           ("evaluate", client_app.evaluate)):
         def call(msg: Message, context, handler=handler, kind=kind) -> Message:
             round_number = msg.content.config_records["config"]["round"]
-            return hook(kind, client_app.node_modality(context), round_number, lambda: handler(msg, context))
+            agent = client_app.node_agent(context, config_from_run_config(context.run_config))
+            return hook(kind, agent if with_site else agent[0], round_number, lambda: handler(msg, context))
         getattr(app, kind)()(call)
     return app
 
@@ -168,7 +171,7 @@ class BadPlanStrategy(OTMStrategy):
     def train_payloads(self, server_round):
         payloads = super().train_payloads(server_round)
         if server_round == 2:
-            payloads[0].arrays[PLAN_VALUES] = payloads[0].arrays[PLAN_VALUES] * 2.0
+            payloads[(0, 0)].arrays[PLAN_VALUES] = payloads[(0, 0)].arrays[PLAN_VALUES] * 2.0
         return payloads
 
 

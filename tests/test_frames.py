@@ -143,22 +143,23 @@ def test_strategy_sends_each_agent_the_mix_in_its_own_frame_and_gates_the_unalig
     z1 = transformed_copy(z0, seed=9)[0].astype(np.float32)
     z2 = np.random.default_rng(10).normal(size=(60, 16)).astype(np.float32)
     otm = strategy(**{"gate-window": "1", "target-flow": "false"})  # decide on this one round; all take the mix
-    otm.codes = {0: z0, 1: z1, 2: z2}
-    otm.alignment = otm.align(1, otm.codes)
-    otm.mixed_modalities = otm.gated_modalities(otm.alignment, otm.codes)
+    otm.codes = {(0, 0): z0, (1, 0): z1, (2, 0): z2}  # (modality, site): one site each
+    otm.node_of = {agent: 1001 + index for index, agent in enumerate(otm.codes)}
+    otm.pooled = otm.pool(otm.codes)
+    otm.alignment = otm.align(1, otm.pooled)
+    otm.mixed_modalities = otm.gated_modalities(otm.alignment, otm.pooled)
     assert otm.mixed_modalities == [0, 1]
     otm.mixed_codes = {m: otm.common_codes(m) for m in otm.mixed_modalities}
     otm.mix_result = otm.mix(1, otm.mixed_codes)
     otm.receiving = otm.receiving_modalities(1)
     payloads = otm.train_payloads(1)
-    assert not payloads[2].arrays  # trains alone this round
+    assert not payloads[(2, 0)].arrays  # trains alone this round
     for m, codes in ((0, z0), (1, z1)):
-        instruction = read_train_request(payloads[m], 60, 16)
+        instruction = read_train_request(payloads[(m, 0)], 60, 16)
         target = project_to_modality(instruction.mixed_barycenter.astype(np.float64), instruction.plan)
         np.testing.assert_allclose(target, codes, atol=1e-4 * np.abs(codes).max())
     paper = strategy(align="none")
-    paper.codes = otm.codes
-    assert paper.align(1, paper.codes) is None and paper.gated_modalities(None, paper.codes) == [0, 1, 2]
+    assert paper.align(1, otm.pooled) is None and paper.gated_modalities(None, otm.pooled) == [0, 1, 2]
 
 
 def test_rotations_survive_a_checkpoint_bit_for_bit(tmp_path):

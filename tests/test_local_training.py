@@ -99,6 +99,8 @@ def test_own_steps_cover_the_configured_epochs():
     assert agent.own_steps() == 16 - 5  # ceil(100 * 600 / (30 * 128)) steps a round in all
     assert ModalityAgent(0, agent.data, {**config, "epochs": 0}).own_steps() == 0
     assert ModalityAgent(0, agent.data, {**config, "rounds": 1000}).own_steps() == 0  # local-steps suffice
+    # a site whose kept batch is its 25-row share makes up the rest on full batches
+    assert agent.own_steps(kept_rows=25) == 15  # ceil((100 * 600 / 30 - 5 * 25) / 128)
 
 
 def test_own_steps_train_on_fresh_rows_and_keep_the_batch_sent_to_the_server():

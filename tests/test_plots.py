@@ -245,3 +245,10 @@ def test_tsne_says_its_colours_are_the_true_labels(tmp_path, figures, n_labels):
         assert [text.get_text() for text in axis.get_legend().get_texts()] == ["0", "1", "2"] and not colour_bar
     else:
         assert colour_bar[0].get_ylabel() == "true label (15 labels)"
+
+
+def test_losses_of_a_modality_held_at_several_sites_are_its_sites_mean():
+    from otm_fed.plots import modality_losses
+
+    row = {"losses": {"0.0": {"total": 1.0, "rec": 0.5}, "0.1": {"total": 3.0, "rec": 1.5}, "1": {"total": 5.0}}}
+    assert modality_losses(row) == {"0": {"total": 2.0, "rec": 1.0}, "1": {"total": 5.0}}

@@ -33,7 +33,7 @@ def test_codes_reply_round_trips_through_records():
     payload = from_records(to_records(codes_reply(2, good_codes())))
     modality, codes, anchor_codes = read_codes_reply(payload, latent_dim=D, max_rows=N)
     assert anchor_codes is None
-    assert modality == 2
+    assert modality == (2, 0)  # (modality, site): a reply without a site is site 0
     np.testing.assert_array_equal(codes, good_codes())
 
 
@@ -110,7 +110,7 @@ def test_agent_refuses_malformed_train_requests(kind):
 def test_evaluate_reply_scores_in_range_and_codes_only_when_asked():
     scores = {"purity": 0.5, "acc": 0.4, "nmi": 0.3, "ari": 0.2}
     modality, read, codes = read_evaluate_reply(metrics_reply(1, scores), D, fused_eval=False)
-    assert (modality, read, codes) == (1, scores, None)
+    assert (modality, read, codes) == ((1, 0), scores, None)
     with pytest.raises(ProtocolError):
         read_evaluate_reply(metrics_reply(1, {**scores, "purity": 3.0}), D, fused_eval=False)
     with pytest.raises(ProtocolError):
@@ -137,10 +137,10 @@ def test_predict_request_and_reply_round_trip_through_records():
     reply = from_records(to_records(predictions_reply(1, "classification", [0.9, 0.7], probabilities())))
     assert set(reply.metrics) == {"accuracy-0", "accuracy-1"}
     modality, scores, outputs = read_predictions_reply(reply, "classification", 2, 3, fused_eval=True, n_test=N)
-    assert (modality, scores) == (1, [0.9, 0.7])
+    assert (modality, scores) == ((1, 0), [0.9, 0.7])
     np.testing.assert_array_equal(outputs, probabilities())
     reply = predictions_reply(0, "regression", [0.4, 0.6])
-    assert read_predictions_reply(reply, "regression", 2, 1, fused_eval=False) == (0, [0.4, 0.6], None)
+    assert read_predictions_reply(reply, "regression", 2, 1, fused_eval=False) == ((0, 0), [0.4, 0.6], None)
 
 
 def bad_predictions_payloads() -> dict[str, Payload]:

@@ -171,3 +171,17 @@ def test_cli_refuses_more_actors_than_cores(capsys):
 
     assert main(["simulate", "--actors", str((os.cpu_count() or 1) + 1)]) == 2
     assert "--actors must be between 1 and" in capsys.readouterr().err
+
+
+def test_sites_through_flower_simulation_give_the_inprocess_numbers(tmp_path):
+    """Two sites per modality in Flower's simulation (HELLO, shares, FedAvg through Ray): the same
+    numbers as the in-process engine."""
+    flower_dir, flower = simulate(tmp_path / "flower", "synthetic", 6, rounds=2, eval_every=2, synthetic_samples=240,
+                                  batch_size=64, sites=2, gate_threshold=0.0, target_flow="false")
+    config = resolve_config(str(flower_dir / "config.toml"), {})
+    inprocess = json.loads((run_inprocess(config, 6, tmp_path / "inprocess") / "summary.json").read_text())
+    assert list(flower["final"]["acc_per_site"]) == ["0.0", "0.1", "1.0", "1.1", "2.0", "2.1"]
+    for site, acc in flower["final"]["acc_per_site"].items():
+        assert inprocess["final"]["acc_per_site"][site] == pytest.approx(acc, abs=1e-6)
+    assert [row["site_average"] for row in read_rounds(flower_dir)] == [{"0": ["0.0", "0.1"], "1": ["1.0", "1.1"],
+                                                                         "2": ["2.0", "2.1"]}] * 2
