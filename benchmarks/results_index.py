@@ -141,6 +141,8 @@ COMMANDS: dict[str, str] = {
                         "--rounds 20 --json results/speed-sites.json",
     "speed-sites-100.json": "python benchmarks/speed.py --scenarios handwritten --engines inprocess --sites 1,5 "
                             "--rounds 100 --json results/speed-sites-100.json",
+    "speed-sites-simulation.json": "python benchmarks/speed.py --scenarios handwritten --engines simulation --actors 2 "
+                                   "--sites 1,5 --rounds 20 --json results/speed-sites-simulation.json",
     "sites-seeds0-4.json": "python benchmarks/sites.py --datasets synthetic,prokaryotic,handwritten --seeds 5 "
                            "--first-seed 0 --jobs 2 --json results/sites-seeds0-4.json",
     "mixing-oracle-seeds36-37.json": f"{CLUSTERING} {ALL_SETS} --methods local-only,otm-oracle,otm-oracle-contrastive "
