@@ -143,6 +143,12 @@ COMMANDS: dict[str, str] = {
                             "--rounds 100 --json results/speed-sites-100.json",
     "speed-sites-simulation.json": "python benchmarks/speed.py --scenarios handwritten --engines simulation --actors 2 "
                                    "--sites 1,5 --rounds 20 --json results/speed-sites-simulation.json",
+    "sites-fedavg-steps-seeds5-6.json": "python benchmarks/sites.py --datasets handwritten --splits iid --methods "
+                                        "fedavg,fedavg-steps,one-site --seeds 2 --first-seed 5 --jobs 2 "
+                                        "--json results/sites-fedavg-steps-seeds5-6.json",
+    "sites-fedavg-steps-seeds0-4.json": "python benchmarks/sites.py --datasets handwritten --splits iid --methods "
+                                        "fedavg-steps --seeds 5 --first-seed 0 --jobs 2 "
+                                        "--json results/sites-fedavg-steps-seeds0-4.json",
     "sites-seeds0-4.json": "python benchmarks/sites.py --datasets synthetic,prokaryotic,handwritten --seeds 5 "
                            "--first-seed 0 --jobs 2 --json results/sites-seeds0-4.json",
     "mixing-oracle-seeds36-37.json": f"{CLUSTERING} {ALL_SETS} --methods local-only,otm-oracle,otm-oracle-contrastive "
