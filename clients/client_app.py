@@ -69,9 +69,9 @@ def plays_whole_modality(config: dict, modality: int) -> bool:
         raise ProtocolError(str(error)) from None
 
 
-def node_data(context: Context, config: dict) -> ModalityData:
-    """What this node's agent holds: its ``data-path`` file, else its share of the scenario's data."""
-    modality, site = node_agent(context, config)
+def node_data(context: Context, config: dict, agent: Agent) -> ModalityData:
+    """What this node's ``agent`` holds: its ``data-path`` file, else its share of the scenario's data."""
+    modality, site = agent
     return modality_data(config, modality, str(context.node_config.get("data-path", "")),
                          str(context.node_config.get("anchors-file", "")), site)
 
@@ -90,7 +90,7 @@ def load_agent(context: Context, round_number: int) -> ModalityAgent:
     starts from its latest checkpoint before ``round_number``."""
     config = config_from_run_config(context.run_config)
     modality, site = node_agent(context, config)
-    agent = ModalityAgent(modality, node_data(context, config), config, site)
+    agent = ModalityAgent(modality, node_data(context, config, (modality, site)), config, site)
     if AGENT_STATE in context.state:
         agent.load_state_arrays(numpy_arrays(context.state[AGENT_STATE]))
     elif (directory := checkpoint_dir(context, config)) is not None:
@@ -130,9 +130,10 @@ def refusing_malformed(handler: Callable[[Message, Context], Message]) -> Callab
 def hello(msg: Message, context: Context) -> Message:
     """Who this node is and how much it holds (several sites per modality): its rows and width."""
     read_hello_request(from_records(msg.content))
-    data = node_data(context, config_from_run_config(context.run_config))
-    reply = hello_reply(node_agent(context, config_from_run_config(context.run_config)), len(data.train),
-                        data.train.shape[1])
+    config = config_from_run_config(context.run_config)
+    agent = node_agent(context, config)
+    data = node_data(context, config, agent)
+    reply = hello_reply(agent, len(data.train), data.train.shape[1])
     return Message(to_records(reply), reply_to=msg)
 
 
