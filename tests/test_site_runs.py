@@ -184,3 +184,24 @@ def test_sites_with_what_they_cannot_run_are_refused_in_one_line(overrides, mess
     with pytest.raises(ConfigError, match=message) as refused:
         resolve_config("synthetic", {**SITES, **overrides})
     assert "\n" not in str(refused.value)
+
+
+def test_each_site_gets_the_targets_of_its_own_rows_of_the_pooled_plan():
+    """Eq. 4 on a site's block of T_m gives exactly the rows of the modality's targets that are the
+    site's codes: the pool keeps site order and the scaling by N_m / N_s leaves targets unchanged."""
+    from otm_fed.plans import project_to_modality
+
+    config = resolve_config("synthetic", {"sites": "2,1,1"})
+    otm = OTMStrategy(config, 3, 3)
+    rng = np.random.default_rng(0)
+    codes = {(0, 0): rng.normal(size=(3, 4)), (0, 1): rng.normal(size=(2, 4)), (1, 0): rng.normal(size=(5, 4))}
+    pooled = otm.pool(codes)
+    np.testing.assert_array_equal(pooled[0][3:], codes[(0, 1)])
+    plan = rng.dirichlet(np.ones(5), size=4) / 4  # rows sum to 1/N_B = 1/4
+    plan = plan / plan.sum(0) / 5  # columns to 1/N_m = 1/5 (rows no longer exactly 1/4: eq. 4 needs columns)
+    barycenter = rng.normal(size=(4, 4))
+    whole = project_to_modality(barycenter, plan)
+    for agent, rows in (((0, 0), slice(0, 3)), ((0, 1), slice(3, 5))):
+        block = otm.site_plan(agent, plan)
+        np.testing.assert_allclose(block.sum(0), 1.0 / (rows.stop - rows.start))
+        np.testing.assert_allclose(project_to_modality(barycenter, block), whole[rows])
