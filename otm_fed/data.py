@@ -11,6 +11,15 @@ File layouts read by :func:`load_multiview`:
   MATLAB v7.3 (HDF5) files are not supported: re-save them with ``save(..., '-v7')``.
 * ``.npz``: dense arrays ``X0, X1, ..., X{M-1}`` (one per view, same orientation rule) and
   the labels under the same keys as above (normally ``y``).
+
+Views that hold different samples (each site measured its own patients): per-view labels
+``y0, y1, ..., y{M-1}`` in an ``.npz`` (in a ``.mat``, a cell ``Y`` with one label vector per
+view), each as long as its view has rows; every view's labels are remapped together, so a class
+means the same in every view, and a view may lack classes. Without sample ids every row is its
+own sample. Optional per-view ids ``ids0, ids1, ...`` (a ``.mat`` cell ``ids``; integers or
+strings, distinct within a view) declare rows held in several views as the same sample, who must
+carry the same label in each; they are read in simulation only (anchors, the alignment
+diagnostic) and never sent. A single ``y`` keeps its meaning: row i of every view is sample i.
 """
 
 from __future__ import annotations
@@ -61,6 +70,8 @@ NORMALISATIONS: tuple[str, ...] = ("zscore", "l2", "tfidf", "minmax", "none")
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _NPZ_VIEW_KEY = re.compile(r"X(\d+)")
+_NPZ_VIEW_LABEL_KEY = re.compile(r"y(\d+)")
+_NPZ_VIEW_IDS_KEY = re.compile(r"ids(\d+)")
 
 
 class DatasetFormatError(ValueError):
@@ -69,15 +80,19 @@ class DatasetFormatError(ValueError):
 
 @dataclass(frozen=True)
 class MultiViewDataset:
-    """Row-aligned views of the same ``N`` objects plus their class labels.
+    """Views of a set of samples plus every sample's class label.
 
-    ``views`` are stored as C-contiguous ``float32`` ``N x D_m`` arrays and ``labels`` as
-    ``int64`` values ``0..C-1`` with every class present (inputs are converted on creation).
+    ``labels`` holds one label per sample. Without ``view_samples`` every view holds every sample
+    in the same row order (row i of view m is sample i); with it, ``view_samples[m]`` names the
+    sample of each row of view m (distinct, each in ``0..N-1``), so views may hold different
+    samples and different numbers of rows. ``views`` are stored as C-contiguous ``float32``
+    ``N_m x D_m`` arrays and ``labels`` as ``int64`` values ``0..C-1`` with every class present.
     """
 
     name: str
     views: list[np.ndarray]
     labels: np.ndarray
+    view_samples: list[np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if len(self.views) == 0:
@@ -96,6 +111,9 @@ class MultiViewDataset:
                 f"dataset {self.name!r}: labels must be consecutive 0..C-1, got values "
                 f"{present[:10].tolist()}{'...' if present.size > 10 else ''}"
             )
+        samples = None if self.view_samples is None else [np.asarray(ids, dtype=np.int64) for ids in self.view_samples]
+        if samples is not None and len(samples) != len(self.views):
+            raise ValueError(f"dataset {self.name!r}: {len(samples)} sample lists for {len(self.views)} views")
         views = []
         for m, view in enumerate(self.views):
             view = np.ascontiguousarray(view, dtype=np.float32)
@@ -104,19 +122,22 @@ class MultiViewDataset:
                     f"dataset {self.name!r}: view {m} must be a 2-D N x D array with D >= 1, "
                     f"got shape {view.shape}"
                 )
-            if view.shape[0] != n:
+            if samples is None and view.shape[0] != n:
                 raise ValueError(
                     f"dataset {self.name!r}: view {m} has {view.shape[0]} rows but there are "
                     f"{n} labels; all views need the same number of rows"
                 )
+            if samples is not None:
+                _check_view_samples(self.name, m, samples[m], view.shape[0], n)
             check_finite(view, f"dataset {self.name!r}: view {m}")
             views.append(view)
         object.__setattr__(self, "views", views)
         object.__setattr__(self, "labels", labels.astype(np.int64))
+        object.__setattr__(self, "view_samples", samples)
 
     @property
     def n_samples(self) -> int:
-        """Number of objects ``N`` (rows of every view)."""
+        """Number of samples ``N`` (every view's rows when the views hold the same samples)."""
         return int(self.labels.shape[0])
 
     @property
@@ -133,6 +154,29 @@ class MultiViewDataset:
     def view_dims(self) -> tuple[int, ...]:
         """Feature dimension ``D_m`` of each view."""
         return tuple(int(v.shape[1]) for v in self.views)
+
+    @property
+    def same_samples(self) -> bool:
+        """Every view holds every sample, row i being sample i (one ``y``)."""
+        return self.view_samples is None
+
+    def samples_of(self, view: int) -> np.ndarray:
+        """The sample of each row of ``view`` (the row numbers themselves when views hold the same samples)."""
+        return np.arange(self.n_samples) if self.view_samples is None else self.view_samples[view]
+
+    def view_labels(self, view: int) -> np.ndarray:
+        """The label of each row of ``view``."""
+        return self.labels if self.view_samples is None else self.labels[self.view_samples[view]]
+
+
+def _check_view_samples(name: str, view: int, samples: np.ndarray, n_rows: int, n_samples: int) -> None:
+    """View m names one sample per row, each a distinct sample of ``0..N-1``."""
+    if samples.shape != (n_rows,):
+        raise ValueError(f"dataset {name!r}: view {view} has {n_rows} rows but {samples.size} sample ids")
+    if samples.size and (samples.min() < 0 or samples.max() >= n_samples):
+        raise ValueError(f"dataset {name!r}: view {view} names samples outside 0..{n_samples - 1}")
+    if np.unique(samples).size != samples.size:
+        raise ValueError(f"dataset {name!r}: view {view} holds a sample in two rows")
 
 
 def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
@@ -206,24 +250,81 @@ def load_multiview(path: str | Path, name: str | None = None) -> MultiViewDatase
         raise FileNotFoundError(f"dataset file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".mat":
-        raw_views, raw_labels = _read_mat(path)
+        raw_views, raw_labels, raw_ids = _read_mat(path)
     elif suffix == ".npz":
-        raw_views, raw_labels = _read_npz(path)
+        raw_views, raw_labels, raw_ids = _read_npz(path)
     else:
         raise DatasetFormatError(f"{path}: expected a .mat or .npz file, found suffix {path.suffix!r}")
-    labels = _parse_labels(path, raw_labels)
-    views = [_orient_view(path, m, v, labels.shape[0]) for m, v in enumerate(raw_views)]
+    if isinstance(raw_labels, list):
+        labels, view_samples, rows = _own_samples(path, raw_views, raw_labels, raw_ids)
+    elif raw_ids is not None:
+        raise DatasetFormatError(f"{path}: sample ids go with one label vector per view (y0, y1, ...); with one y, "
+                                 "row i of every view is sample i already")
+    else:
+        labels, view_samples = _parse_labels(path, raw_labels), None
+        rows = [labels.shape[0]] * len(raw_views)
+    views = [_orient_view(path, m, v, n_rows) for m, (v, n_rows) in enumerate(zip(raw_views, rows))]
     try:
-        return MultiViewDataset(name=name or path.stem, views=views, labels=labels)
+        return MultiViewDataset(name=name or path.stem, views=views, labels=labels, view_samples=view_samples)
     except ValueError as exc:
         raise DatasetFormatError(f"{path}: {exc}") from None
+
+
+def _own_samples(path: Path, raw_views: list[object], raw_labels: list[object],
+                 raw_ids: list[object] | None) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
+    """Views holding their own samples: (every sample's label, each view's samples, each view's
+    row count). Labels of all views are remapped together to ``0..C-1``; without ids the samples
+    are every view's rows in turn, with ids the distinct ids of all views, one label each."""
+    if len(raw_labels) != len(raw_views):
+        raise DatasetFormatError(f"{path}: {len(raw_views)} views but {len(raw_labels)} label vectors; give one per "
+                                 "view (y0, y1, ...)")
+    values = [_label_values(path, raw, f"the labels of view {m}") for m, raw in enumerate(raw_labels)]
+    rows = [len(v) for v in values]
+    _, joint = np.unique(np.concatenate(values), return_inverse=True)
+    bounds = np.cumsum([0, *rows])
+    if raw_ids is None:
+        return joint.astype(np.int64), [np.arange(bounds[m], bounds[m + 1]) for m in range(len(rows))], rows
+    if len(raw_ids) != len(raw_views):
+        raise DatasetFormatError(f"{path}: {len(raw_views)} views but {len(raw_ids)} id vectors; give one per view "
+                                 "(ids0, ids1, ...) or none")
+    ids = [_sample_ids(path, m, raw, rows[m]) for m, raw in enumerate(raw_ids)]
+    if len({view_ids.dtype.kind for view_ids in ids}) > 1:
+        raise DatasetFormatError(f"{path}: sample ids must be all integers or all strings across views")
+    universe, sample_of_row = np.unique(np.concatenate(ids), return_inverse=True)
+    labels = np.full(len(universe), -1, dtype=np.int64)
+    for m in range(len(rows)):
+        samples, view_labels = sample_of_row[bounds[m]:bounds[m + 1]], joint[bounds[m]:bounds[m + 1]]
+        clash = (labels[samples] >= 0) & (labels[samples] != view_labels)
+        if clash.any():
+            raise DatasetFormatError(f"{path}: sample id {universe[samples[clash][0]].item()!r} has different labels in view "
+                                     f"{m} and an earlier view; a sample carries one label")
+        labels[samples] = view_labels
+    return labels, [sample_of_row[bounds[m]:bounds[m + 1]] for m in range(len(rows))], rows
+
+
+def _sample_ids(path: Path, view: int, raw: object, n_rows: int) -> np.ndarray:
+    """View m's sample ids: a vector of integers or strings, one per row, distinct."""
+    arr = np.asarray(raw)
+    if arr.dtype.kind in "US" or (arr.dtype == object and all(isinstance(x, str) for x in arr.ravel())):
+        arr = np.char.strip(arr.astype(str).ravel())
+    elif arr.dtype.kind in "iu" or (arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
+        arr = arr.ravel().astype(np.int64)
+    else:
+        raise DatasetFormatError(f"{path}: sample ids of view {view} must be integers or strings, found dtype {arr.dtype}")
+    if arr.size != n_rows:
+        raise DatasetFormatError(f"{path}: view {view} has {n_rows} labels but {arr.size} sample ids")
+    values, counts = np.unique(arr, return_counts=True)
+    if (counts > 1).any():
+        raise DatasetFormatError(f"{path}: sample id {values[counts > 1][0].item()!r} names two rows of view {view}")
+    return arr
 
 
 def _layout_error(path: Path, found: str) -> DatasetFormatError:
     """The standard 'expected ... found ...' error for a file with the wrong keys."""
     views = "arrays X0, X1, ..." if path.suffix.lower() == ".npz" else "a cell array 'X' of per-view matrices"
     return DatasetFormatError(
-        f"{path}: expected {views} and labels under one of {'/'.join(LABEL_KEYS)}; found {found}"
+        f"{path}: expected {views} and labels under one of {'/'.join(LABEL_KEYS)} (or one vector per view); "
+        f"found {found}"
     )
 
 
@@ -242,8 +343,9 @@ def _is_hdf5(path: Path) -> bool:
     return head.startswith(_HDF5_SIGNATURE) or head[512:].startswith(_HDF5_SIGNATURE)
 
 
-def _read_mat(path: Path) -> tuple[list[object], object]:
-    """Raw per-view matrices and the raw label array of a MATLAB v5 file."""
+def _read_mat(path: Path) -> tuple[list[object], object, list[object] | None]:
+    """Raw per-view matrices, the raw labels (one array, or a list with one per view from a cell
+    ``Y``) and the per-view sample ids of a cell ``ids`` (or None) of a MATLAB v5 file."""
     v73_error = DatasetFormatError(
         f"{path}: this is a MATLAB v7.3 (HDF5) file, which is not supported; "
         "re-save it in MATLAB with save(..., '-v7') or convert it to .npz"
@@ -272,11 +374,22 @@ def _read_mat(path: Path) -> tuple[list[object], object]:
         raise DatasetFormatError(
             f"{path}: expected 'X' to be an M x 1 or 1 x M cell of views, found a {cell.shape} cell"
         )
-    return list(cell.ravel()), labels
+    return list(cell.ravel()), _cell_or_array(path, labels, "labels"), _cell_or_array(path, contents.get("ids"), "ids")
 
 
-def _read_npz(path: Path) -> tuple[list[object], object]:
-    """Raw per-view arrays and the raw label array of an ``.npz`` file."""
+def _cell_or_array(path: Path, value: object, what: str) -> object:
+    """A MATLAB cell (one entry per view) as a list; any other value as it is."""
+    if not (isinstance(value, np.ndarray) and value.dtype == object):
+        return value
+    if value.ndim != 2 or min(value.shape) != 1:
+        raise DatasetFormatError(f"{path}: expected {what} as an M x 1 or 1 x M cell, one per view, found a "
+                                 f"{value.shape} cell")
+    return list(value.ravel())
+
+
+def _read_npz(path: Path) -> tuple[list[object], object, list[object] | None]:
+    """Raw per-view arrays, the raw labels (``y``, or ``y0, y1, ...`` as a list) and the per-view
+    sample ids ``ids0, ids1, ...`` (or None) of an ``.npz`` file."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             contents = {key: archive[key] for key in archive.files}
@@ -285,37 +398,58 @@ def _read_npz(path: Path) -> tuple[list[object], object]:
             f"{path}: expected an .npz archive of plain numeric arrays; "
             f"reading failed with {type(exc).__name__}: {exc}"
         ) from None
-    indices = sorted(int(m.group(1)) for k in contents if (m := _NPZ_VIEW_KEY.fullmatch(k)))
+    indices = _numbered(path, contents, _NPZ_VIEW_KEY, "X")
     if not indices:
         raise _layout_error(path, f"keys {sorted(contents)}")
+    views = [contents[f"X{i}"] for i in indices]
+    label_indices = _numbered(path, contents, _NPZ_VIEW_LABEL_KEY, "y")
+    id_indices = _numbered(path, contents, _NPZ_VIEW_IDS_KEY, "ids")
+    ids = [contents[f"ids{i}"] for i in id_indices] if id_indices else None
+    if not label_indices:
+        return views, _find_labels(path, contents), ids
+    single = [key for key in LABEL_KEYS if key in contents]
+    if single:
+        raise DatasetFormatError(f"{path}: found both {single[0]!r} and y0, y1, ...: give one y (every view holds the "
+                                 "same samples) or one label vector per view (y0, y1, ...), not both")
+    return views, [contents[f"y{i}"] for i in label_indices], ids
+
+
+def _numbered(path: Path, contents: dict[str, object], pattern: re.Pattern, stem: str) -> list[int]:
+    """The numbers of the keys ``stem0, stem1, ...``, refused in one line if one is skipped."""
+    indices = sorted(int(m.group(1)) for k in contents if (m := pattern.fullmatch(k)))
     if indices != list(range(len(indices))):
         raise DatasetFormatError(
-            f"{path}: expected view keys X0..X{len(indices) - 1} without gaps, "
-            f"found X{', X'.join(map(str, indices))}"
+            f"{path}: expected keys {stem}0..{stem}{len(indices) - 1} without gaps, "
+            f"found {stem}{f', {stem}'.join(map(str, indices))}"
         )
-    labels = _find_labels(path, contents)
-    return [contents[f"X{i}"] for i in indices], labels
+    return indices
 
 
 def _parse_labels(path: Path, raw: object) -> np.ndarray:
     """A label vector remapped to ``0..C-1`` (sorted order of the original values)."""
+    _, labels = np.unique(_label_values(path, raw, "labels"), return_inverse=True)
+    return labels.astype(np.int64)
+
+
+def _label_values(path: Path, raw: object, what: str) -> np.ndarray:
+    """A non-empty numeric, integer-valued label vector as given (not yet remapped)."""
     arr = np.asarray(raw)
     if arr.dtype.kind not in "biuf" or arr.size == 0 or sum(s > 1 for s in arr.shape) > 1:
         raise DatasetFormatError(
-            f"{path}: expected labels as a non-empty numeric row or column vector, "
+            f"{path}: expected {what} as a non-empty numeric row or column vector, "
             f"found an array of shape {arr.shape} and dtype {arr.dtype}"
         )
     arr = arr.ravel()
     if arr.dtype.kind == "f" and not (np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
         raise DatasetFormatError(
-            f"{path}: expected integer-valued labels, found non-integer or non-finite values"
+            f"{path}: expected integer-valued {what}, found non-integer or non-finite values"
         )
-    _, labels = np.unique(arr, return_inverse=True)
-    return labels.astype(np.int64)
+    return arr
 
 
 def _orient_view(path: Path, index: int, raw: object, n: int) -> np.ndarray:
-    """A dense ``N x D`` array from an ``N x D`` or ``D x N`` (possibly sparse) matrix."""
+    """A dense ``N x D`` array from an ``N x D`` or ``D x N`` (possibly sparse) matrix, ``N`` the
+    view's label count."""
     if scipy.sparse.issparse(raw):
         raw = raw.toarray()
     arr = np.asarray(raw)
@@ -328,7 +462,7 @@ def _orient_view(path: Path, index: int, raw: object, n: int) -> np.ndarray:
         if arr.shape[1] != n:
             raise DatasetFormatError(
                 f"{path}: expected view {index} to be N x D or D x N with N = {n} (the number of "
-                f"labels), found shape {arr.shape}"
+                f"its labels), found shape {arr.shape}"
             )
         arr = arr.T
     return np.ascontiguousarray(arr, dtype=np.float32)
