@@ -153,8 +153,8 @@ class OracleStrategy(OTMStrategy):
     def align(self, server_round: int, codes: Mapping[int, np.ndarray]) -> FrameAlignment:
         """phi_m fitted on the true pairs (``oracle_frames``); where the server knows the samples
         (simulation with ``fused-eval``), the batches are first checked to hold the same ones."""
-        if self.sample_labels is not None:
-            ids = batch_sample_ids(self.config, self.sample_labels, sorted(codes), server_round,
+        if self.samples is not None:
+            ids = batch_sample_ids(self.config, self.samples, sorted(codes), server_round,
                                    self.round_seed(server_round))
             if any(not np.array_equal(ids[0], other) for other in ids[1:]):
                 raise RuntimeError(f"round {server_round}: the modalities' batches do not hold the same samples")
@@ -199,14 +199,14 @@ class ClassSwapOracleStrategy(OracleStrategy):
     def align(self, server_round: int, codes: Mapping[int, np.ndarray]) -> FrameAlignment:
         """The oracle's frames; the plans of this round's batch pair the swapped classes wrongly."""
         alignment = super().align(server_round, codes)
-        if self.sample_labels is None:
+        if self.samples is None:
             raise RuntimeError("the class-swap oracle needs the samples' classes (simulation with fused-eval = true)")
-        classes = np.unique(self.sample_labels)
+        classes = np.unique(self.samples.labels)
         swapped = np.random.default_rng(self.config["seed"]).choice(
             classes, max(2, int(round(self.swapped_share * len(classes)))), replace=False)
-        ids = batch_sample_ids(self.config, self.sample_labels, sorted(codes), server_round,
+        ids = batch_sample_ids(self.config, self.samples, sorted(codes), server_round,
                                self.round_seed(server_round))[0]
-        self.mixer = replace(self.mixer, order=tuple(int(i) for i in class_swap_order(self.sample_labels[ids], swapped)))
+        self.mixer = replace(self.mixer, order=tuple(int(i) for i in class_swap_order(self.samples.labels[ids], swapped)))
         return alignment
 
 

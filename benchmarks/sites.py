@@ -100,7 +100,7 @@ def one_site_scores(config: dict[str, Any], run_dir: Path, sites: int, split: st
         agent.load_state_arrays(latest_checkpoint(run_dir / "agents", modality, config["rounds"] + 1))
         accs, weights = [], []
         for site in range(sites):
-            rows = np.sort(site_rows(split_config, modality, site, dataset.labels))
+            rows = np.sort(site_rows(split_config, modality, site, dataset))
             scores = kmeans_scores(agent.encode(agent.data.evaluation[rows]), dataset.labels[rows], n_clusters,
                                    config["kmeans-init"], config["seed"])
             per_site[f"{modality}.{site}"] = scores["acc"]

@@ -259,9 +259,9 @@ def write_site_files(config: dict, dataset, n_modalities: int, folder: Path) -> 
     files = {}
     for modality in range(n_modalities):
         for site in range(sites_of(config["sites"], modality)):
-            rows = np.sort(site_rows(config, modality, site, dataset.labels))
+            rows = np.sort(site_rows(config, modality, site, dataset))
             files[(modality, site)] = folder / f"modality-{modality}.site-{site}.npz"
-            np.savez(files[(modality, site)], X0=dataset.views[modality][rows], y=dataset.labels[rows])
+            np.savez(files[(modality, site)], X0=dataset.views[modality][rows], y=dataset.view_labels(modality)[rows])
     return files
 
 

@@ -18,18 +18,20 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from otm_fed.data import MultiViewDataset
 from otm_fed.scenario import batch_rows, training_order
 
 
-def batch_sample_ids(config: Mapping[str, Any], labels: np.ndarray, modalities: Sequence[int],
+def batch_sample_ids(config: Mapping[str, Any], dataset: MultiViewDataset, modalities: Sequence[int],
                      round_number: int, round_seed: int) -> list[np.ndarray]:
-    """File-order sample ids of each listed agent's batch in a round (simulation only); ``labels``
-    are the dataset's, one per sample in file order."""
+    """The samples (ids into ``dataset.labels``) of each listed agent's batch in a round
+    (simulation only, one site per modality); views that hold different samples share only the
+    samples both hold."""
     ids = []
     for modality in modalities:
-        order = training_order(config, modality, labels)
-        ids.append(order[batch_rows(len(order), modality, round_number, config["batch-size"], round_seed,
-                                    config["aligned"])])
+        order = training_order(config, modality, dataset)
+        rows = order[batch_rows(len(order), modality, round_number, config["batch-size"], round_seed, config["aligned"])]
+        ids.append(dataset.samples_of(modality)[rows])
     return ids
 
 

@@ -79,6 +79,11 @@ KEYS: dict[str, Key] = {
                       "class split in Dir(ALPHA) shares; small ALPHA, skewed sites)", allowed="iid | dirichlet:ALPHA"),
     "site-avg-every": Key(1, "rounds between averages (FedAvg) of the WAE weights across a modality's sites (0: "
                           "never, each site trains its own)", minimum=0),
+    "overlap": Key(1.0, "simulation from data whose views hold the same samples: the share of samples (other than "
+                   "anchors) held by every modality; the rest each live in one modality (1: every modality holds "
+                   "every sample; 0: different patients)", allowed="0 to 1"),
+    "class-shift": Key(0.0, "with overlap < 1: deal the samples held by one modality class by class in Dir(ALPHA) "
+                       "proportions, so the modalities' class mixes differ (0: near-equal random parts)", minimum=0),
     "rounds": Key(30, "federated rounds", minimum=1),
     "batch-size": Key(128, "rows per agent per round (the batch it encodes and sends)", minimum=1),
     "local-steps": Key(5, "optimiser steps per round on the batch with the mix (then steps on fresh batches up to "
@@ -277,7 +282,17 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     validate_supervised(config)
     validate_normalisation(config)
     validate_sites(config)
+    validate_overlap(config)
     return config
+
+
+def validate_overlap(config: Mapping[str, Any]) -> None:
+    """``overlap`` a share, and ``class-shift`` only where some samples live in one modality."""
+    if not 0.0 <= config["overlap"] <= 1.0:
+        raise ConfigError(f"overlap must lie in [0, 1], got {config['overlap']}")
+    if config["class-shift"] and config["overlap"] == 1:
+        raise ConfigError("class-shift deals the samples held by one modality, but overlap = 1 holds every sample in "
+                          "every modality: set overlap < 1")
 
 
 def validate_sites(config: Mapping[str, Any]) -> None:

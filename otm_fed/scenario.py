@@ -13,6 +13,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from otm_fed.cohorts import CohortError, common_samples, split_samples
 from otm_fed.config import ConfigError, resolve_config
 from otm_fed.data import (DATASET_FILES, MultiViewDataset, dataset_file, load_dataset, load_multiview, make_synthetic,
                           normalise_view, view_orders)
@@ -115,26 +116,32 @@ def check_fits(config: Mapping[str, Any], dataset: MultiViewDataset, n_modalitie
             normalise_view(dataset.views[modality], view_normalisation(config, modality))
         except ValueError as error:
             raise ConfigError(f"normalisation of view {modality} of {name}: {error}") from None
-    n_train = len(training_order(config, 0, dataset.labels))
+    check_samples(config, dataset)
+    anchor_samples(config, dataset)
+    counts = site_counts(config, n_modalities)
+    for modality, n_sites in enumerate(counts):
+        for site in range(n_sites):
+            site_rows(config, modality, site, dataset)  # a split that empties a site is refused here
+    n_train = min(len(training_order(config, modality, dataset)) for modality in range(n_modalities))
     if config["batch-size"] > n_train:
-        raise ConfigError(f"batch-size {config['batch-size']} is larger than the {n_train} training rows "
-                          f"an agent of {name} holds; choose at most {n_train}: --set batch-size={n_train} "
+        raise ConfigError(f"batch-size {config['batch-size']} is larger than the {n_train} training rows an agent of "
+                          f"{name} holds; choose at most {n_train}: --set batch-size={n_train} "
                           f"(flwr run: --run-config batch-size={n_train})")
-    anchor_ids(config, len(dataset.labels))
-    check_sites(config, dataset.labels, n_modalities)
 
 
-def check_sites(config: Mapping[str, Any], labels: np.ndarray, n_modalities: int) -> None:
-    """The topology fits the data: ``sites`` names every modality, and ``site-split`` gives every
-    site of every modality rows (``otm_fed.sites``), refused in one line before any round."""
-    try:
-        counts = parse_sites(config["sites"], n_modalities)
-        split = parse_site_split(config["site-split"])
-        for modality, n_sites in enumerate(counts):
-            order = training_order(config, modality, labels)
-            split_rows(labels[order], n_sites, split, config["seed"], modality)
-    except SiteError as error:
-        raise ConfigError(str(error)) from None
+def check_samples(config: Mapping[str, Any], dataset: MultiViewDataset) -> None:
+    """Settings that need every view to hold the same samples (one ``y``): ``overlap`` < 1 (it
+    simulates different samples from such data), a supervised task, ``aligned`` batches."""
+    if not dataset.same_samples and config["overlap"] < 1:
+        raise ConfigError(f"overlap simulates different samples from data whose views hold the same ones (one y); "
+                          f"{dataset.name} has one label vector per view already")
+    source = f"overlap = {config['overlap']:g}" if dataset.same_samples else \
+        f"{dataset.name} holds different samples in each view"
+    different = not dataset.same_samples or config["overlap"] < 1
+    if different and config["task"] != "clustering":
+        raise ConfigError(f"task {config['task']} needs every view to hold the same samples ({source})")
+    if different and config["aligned"]:
+        raise ConfigError(f"aligned batches need every view to hold the same samples ({source})")
 
 
 @dataclass
@@ -166,15 +173,33 @@ def checked_anchor_ids(ids: np.ndarray, n_samples: int, source: str) -> np.ndarr
     return ids
 
 
-def anchor_ids(config: Mapping[str, Any], n_samples: int) -> np.ndarray | None:
-    """Simulation: the ``anchors`` = K samples that every agent holds (a seeded draw of file rows, in
-    anchor order), or None without anchors."""
+def anchor_samples(config: Mapping[str, Any], dataset: MultiViewDataset) -> np.ndarray | None:
+    """Simulation: the ``anchors`` = K samples that every agent holds (a seeded draw, in anchor
+    order), or None without anchors. From data whose views hold the same samples any sample may
+    be drawn (with ``overlap`` < 1 the drawn ones are then held by every modality); from data
+    with one label vector per view, only the samples its ids declare in every view."""
     count = config["anchors"]
     if not count:
         return None
-    if count > n_samples:
-        raise ConfigError(f"anchors = {count}, but the data has only {n_samples} samples")
-    return np.random.default_rng([config["seed"], 4]).choice(n_samples, count, replace=False)
+    rng = np.random.default_rng([config["seed"], 4])
+    if dataset.same_samples:
+        if count > dataset.n_samples:
+            raise ConfigError(f"anchors = {count}, but the data has only {dataset.n_samples} samples")
+        return rng.choice(dataset.n_samples, count, replace=False)
+    candidates = common_samples(dataset.view_samples)
+    if count > len(candidates):
+        raise ConfigError(f"anchors = {count}, but {dataset.name} declares only {len(candidates)} samples held in "
+                          "every view (sample ids ids0, ids1, ... shared by all views)")
+    return candidates[rng.choice(len(candidates), count, replace=False)]
+
+
+def rows_of_samples(dataset: MultiViewDataset, view: int, samples: np.ndarray) -> np.ndarray:
+    """The rows of ``view`` that hold ``samples`` (each held by the view), in their order."""
+    if dataset.same_samples:
+        return samples
+    held = dataset.view_samples[view]
+    order = np.argsort(held)
+    return order[np.searchsorted(held, samples, sorter=order)]
 
 
 def read_anchor_file(path: str, n_samples: int, expected: int) -> np.ndarray:
@@ -205,16 +230,18 @@ def site_counts(config: Mapping[str, Any], n_modalities: int) -> tuple[int, ...]
         raise ConfigError(str(error)) from None
 
 
-def site_rows(config: Mapping[str, Any], modality: int, site: int, labels: np.ndarray) -> np.ndarray | None:
-    """Simulation: the file-order ids of site s's training rows of modality m, in the order the
-    modality's agent holds them (its share of ``training_order`` by ``site-split``), or None when
-    the modality has one site (it holds every row)."""
+def site_rows(config: Mapping[str, Any], modality: int, site: int, dataset: MultiViewDataset,
+              view: int | None = None) -> np.ndarray:
+    """The rows of site s of modality m (of view m, or of a deployed site's ``view``), in the order
+    its agent holds them: its modality's ``training_order``, or its share of it by ``site-split``
+    when the modality has several sites."""
     try:
         n_sites = sites_of(config["sites"], modality)
+        order = training_order(config, modality, dataset, view)
         if n_sites == 1:
-            return None
-        order = training_order(config, modality, labels)
-        parts = split_rows(labels[order], n_sites, parse_site_split(config["site-split"]), config["seed"], modality)
+            return order
+        parts = split_rows(dataset.view_labels(modality)[order], n_sites, parse_site_split(config["site-split"]),
+                           config["seed"], modality)
     except SiteError as error:
         raise ConfigError(str(error)) from None
     if not 0 <= site < n_sites:
@@ -224,46 +251,63 @@ def site_rows(config: Mapping[str, Any], modality: int, site: int, labels: np.nd
 
 def modality_data(config: Mapping[str, Any], modality: int, data_path: str = "", anchors_file: str = "",
                   site: int = 0) -> ModalityData:
-    """View m of the scenario's dataset, normalised with its own statistics only, training rows
-    permuted independently of every other view unless the scenario is aligned. Supervised:
-    training rows are the fold's training rows (so permuted), evaluation rows its test fold in
-    file order.
+    """View m of the scenario's dataset as agent (m, s) holds it: its rows (``site_rows``: its
+    modality's samples, or its site's share of them), normalised with their own statistics only,
+    in its own order, evaluated on the same rows in file order. Supervised: training rows are the
+    fold's training rows (so permuted), evaluation rows its test fold in file order.
 
     In deployment a site reads its own file ``data_path`` instead: a single-view file is its
-    modality's view; a multi-view file is read at view ``modality``. Without one, site s of a
-    modality held at several sites (``sites``) holds its share of the rows (``site_rows``) and
-    evaluates on them, in file order. With ``anchors`` the agent also holds the anchor rows: the
-    simulation's seeded draw, or in deployment its ``anchors_file``."""
+    modality's view; a multi-view file is read at view ``modality``. With ``anchors`` the agent
+    also holds the anchor rows: the simulation's seeded draw, or in deployment its ``anchors_file``."""
     dataset = site_dataset(data_path) if data_path else scenario_dataset(config)
     view_index = 0 if data_path and dataset.n_views == 1 else modality
     if not 0 <= view_index < dataset.n_views:
         raise ValueError(f"modality {modality} does not exist: {dataset.name} has {dataset.n_views} views")
-    own = None if data_path else site_rows(config, modality, site, dataset.labels)
-    if own is not None:  # clustering only (``validate_sites``), normalised with the site's own statistics
-        held = np.sort(own)
-        rows = normalise_view(dataset.views[view_index][held], view_normalisation(config, modality))
-        return ModalityData(rows[np.searchsorted(held, own)], rows, dataset.labels[held], dataset.n_classes)
-    view = normalise_view(dataset.views[view_index], view_normalisation(config, modality))
-    order = training_order(config, modality, dataset.labels)
-    ids = read_anchor_file(anchors_file, len(view), config["anchors"]) if anchors_file and config["anchors"] \
-        else anchor_ids(config, len(view))
-    anchors = None if ids is None else view[ids]
+    method = view_normalisation(config, modality)
+    if anchors_file and config["anchors"]:
+        anchors = read_anchor_file(anchors_file, len(dataset.views[view_index]), config["anchors"])
+    else:
+        samples = anchor_samples(config, dataset)
+        anchors = None if samples is None else rows_of_samples(dataset, view_index, samples)
     if config["task"] == "clustering":
-        return ModalityData(view[order], view, dataset.labels, dataset.n_classes, anchors=anchors)
+        own = site_rows(config, modality, site, dataset, view_index if data_path else None)
+        held = np.sort(own)
+        rows = normalise_view(dataset.views[view_index][held], method)
+        return ModalityData(rows[np.searchsorted(held, own)], rows, dataset.view_labels(view_index)[held],
+                            dataset.n_classes, anchors=None if anchors is None else rows[np.searchsorted(held, anchors)])
+    view = normalise_view(dataset.views[view_index], method)
+    order = training_order(config, modality, dataset, view_index)
     test = fold_indices(dataset.labels, config["n-folds"], config["fold"], config["seed"])[1]
     targets = scenario_targets(config) if config["task"] == "regression" else dataset.labels
     return ModalityData(view[order], view[test], dataset.labels[test], dataset.n_classes, targets[order], targets[test],
-                        anchors)
+                        None if anchors is None else view[anchors])
 
 
-def training_order(config: Mapping[str, Any], modality: int, labels: np.ndarray) -> np.ndarray:
-    """File-order ids of agent m's training rows, in the order it holds them: every sample
-    (clustering) or the fold's training rows (supervised), permuted by the agent's own view order
-    unless the scenario is aligned. ``labels`` are the dataset's, one per sample in file order."""
-    if config["task"] == "clustering":
-        rows = np.arange(len(labels))
+def held_rows(config: Mapping[str, Any], dataset: MultiViewDataset, modality: int) -> np.ndarray:
+    """Simulation: the rows of view m its modality holds, sorted: every row, or with ``overlap``
+    < 1 its part of the samples (``otm_fed.cohorts.split_samples``; the anchors in every part)."""
+    if not dataset.same_samples or config["overlap"] == 1:
+        return np.arange(len(dataset.views[modality]))
+    n_modalities = config["num-modalities"] or dataset.n_views
+    try:
+        return split_samples(dataset.labels, n_modalities, config["overlap"], config["class-shift"], config["seed"],
+                             anchor_samples(config, dataset))[modality]
+    except CohortError as error:
+        raise ConfigError(str(error)) from None
+
+
+def training_order(config: Mapping[str, Any], modality: int, dataset: MultiViewDataset,
+                   view: int | None = None) -> np.ndarray:
+    """Rows of agent m's training data, in the order it holds them: its modality's rows
+    (``held_rows``; a deployed site's file ``view`` is read whole) in clustering, the fold's
+    training rows in supervised mode, permuted by the agent's own view order unless the scenario
+    is aligned."""
+    if config["task"] != "clustering":
+        rows = fold_indices(dataset.labels, config["n-folds"], config["fold"], config["seed"])[0]
+    elif view is None:
+        rows = held_rows(config, dataset, modality)
     else:
-        rows = fold_indices(labels, config["n-folds"], config["fold"], config["seed"])[0]
+        rows = np.arange(len(dataset.views[view]))
     return rows[view_orders(len(rows), modality + 1, config["aligned"], config["seed"])[modality]]
 
 

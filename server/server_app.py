@@ -21,18 +21,20 @@ def build_strategy(config: Mapping[str, Any], recorder: RunRecorder | None) -> O
     """The configured strategy, sized from the config or, where it is silent, from the dataset
     (which the server only reads in simulation, for sizes, the fused score's labels (in
     supervised mode the test fold's targets, for late fusion) and the alignment diagnostic, both
-    only with one site per modality: sites hold different samples)."""
-    n_modalities, n_clusters, labels, sample_labels = config["num-modalities"], config["n-clusters"], None, None
+    only with one site per modality: sites hold different samples; the fused score also only
+    where every modality holds every sample)."""
+    n_modalities, n_clusters, labels, samples = config["num-modalities"], config["n-clusters"], None, None
     if not (n_modalities and n_clusters) or config["fused-eval"]:
         dataset = scenario_dataset(config)
         check_fits(config, dataset)
         n_modalities = n_modalities or dataset.n_views
         n_clusters = n_clusters or dataset.n_classes
         if config["fused-eval"] and max(site_counts(config, n_modalities)) == 1:  # sites hold different samples
-            sample_labels = dataset.labels
-            labels = dataset.labels if config["task"] == "clustering" else fold_test_targets(config)
+            samples = dataset
+            if dataset.same_samples and config["overlap"] == 1:
+                labels = dataset.labels if config["task"] == "clustering" else fold_test_targets(config)
     return strategy_class(config["strategy"])(config, n_modalities, n_clusters, recorder=recorder,
-                                          fused_labels=labels, sample_labels=sample_labels)
+                                          fused_labels=labels, samples=samples)
 
 
 @app.main()

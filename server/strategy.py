@@ -27,6 +27,7 @@ from flwr.serverapp.strategy import Strategy
 
 from otm_fed.alignment import alignment_scores, batch_sample_ids
 from otm_fed.config import ConfigError, gate_thresholds
+from otm_fed.data import MultiViewDataset
 from otm_fed.frames import ConfidenceGate, FrameAlignment, align_frames
 from otm_fed.metrics import kmeans_scores
 from otm_fed.mixer import Mixer, MixResult, OTMixer
@@ -93,7 +94,7 @@ class OTMStrategy(Strategy):
 
     def __init__(self, config: Mapping[str, Any], n_modalities: int, n_clusters: int,
                  mixer: Mixer | None = None, recorder: RunRecorder | None = None,
-                 fused_labels: np.ndarray | None = None, sample_labels: np.ndarray | None = None,
+                 fused_labels: np.ndarray | None = None, samples: MultiViewDataset | None = None,
                  progress: Callable[[str], None] = print) -> None:
         self.config = dict(config)
         self.n_modalities = n_modalities
@@ -101,7 +102,7 @@ class OTMStrategy(Strategy):
         self.mixer = mixer if mixer is not None else mixer_from_config(config)
         self.recorder = recorder
         self.fused_labels = fused_labels
-        self.sample_labels = sample_labels  # simulation only: every sample's class, for the alignment diagnostic
+        self.samples = samples  # simulation only: the data with every sample's class, for the alignment diagnostic
         self.progress = progress
         self.num_rounds = self.config["rounds"]
         try:
@@ -310,11 +311,11 @@ class OTMStrategy(Strategy):
     def alignment_diagnostic(self, server_round: int) -> dict[str, float] | None:
         """Simulation only (with ``fused-eval``): how much plan mass lands on true counterparts,
         from batches rebuilt with the agents' own definitions (``otm_fed.alignment``)."""
-        if self.sample_labels is None or self.mix_result is None:
+        if self.samples is None or self.mix_result is None:
             return None
-        ids = batch_sample_ids(self.config, self.sample_labels, self.mixed_modalities, server_round,
+        ids = batch_sample_ids(self.config, self.samples, self.mixed_modalities, server_round,
                                self.round_seed(server_round))
-        return alignment_scores(self.mix_result.transport_plans, ids, self.sample_labels)
+        return alignment_scores(self.mix_result.transport_plans, ids, self.samples.labels)
 
     def modality_scores(self, scores: Mapping[Agent, Mapping[str, float]]) -> dict[int, dict[str, float]]:
         """Each modality's scores: its site's, or the mean of its sites' weighted by their rows."""

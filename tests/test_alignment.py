@@ -20,7 +20,7 @@ def test_batch_ids_are_the_agents_own_batches_in_file_order(aligned, task):
     config = resolve_config("synthetic", {"synthetic-samples": "90", "batch-size": "32", "seed": "3",
                                           "aligned": str(aligned), "task": task})
     dataset = scenario_dataset(config)
-    ids = batch_sample_ids(config, dataset.labels, [0, 1, 2], round_number=4, round_seed=77)
+    ids = batch_sample_ids(config, dataset, [0, 1, 2], round_number=4, round_seed=77)
     test_rows = fold_indices(dataset.labels, config["n-folds"], config["fold"], config["seed"])[1]
     for modality in range(3):
         agent = ModalityAgent(modality, modality_data(config, modality), config)
@@ -35,7 +35,7 @@ def test_batch_ids_are_the_agents_own_batches_in_file_order(aligned, task):
 def test_aligned_scenarios_draw_the_same_samples_in_every_modality():
     config = resolve_config("synthetic", {"synthetic-samples": "90", "batch-size": "32", "seed": "3",
                                           "aligned": "true"})
-    ids = batch_sample_ids(config, np.zeros(90, dtype=int), [0, 1, 2], round_number=4, round_seed=77)
+    ids = batch_sample_ids(config, scenario_dataset(config), [0, 1, 2], round_number=4, round_seed=77)
     assert len(ids[0]) == 32 and all(np.array_equal(ids[0], other) for other in ids[1:])
 
 
@@ -75,7 +75,7 @@ def test_shared_init_gives_orl_agents_one_coordinate_system(data_dir, shared_ini
     agents = [ModalityAgent(m, modality_data(config, m, ""), config) for m in (0, 1)]
     codes = [agent.query(1, config["batch-size"], seed=11) for agent in agents]
     result = OTMixer(alpha=config["alpha"], max_outer=config["max-outer"])(codes, seed=1)
-    ids = batch_sample_ids(config, np.zeros(400, dtype=int), [0, 1], 1, 11)
+    ids = batch_sample_ids(config, scenario_dataset(config), [0, 1], 1, 11)
     scores = alignment_scores(result.transport_plans, ids, np.zeros(400, dtype=int))
     if shared_init:
         assert scores["true_mass"] > 0.9 and scores["top1"] > 0.9

@@ -11,7 +11,7 @@ from otm_fed.frames import align_frames, anchor_confidence, anchor_fit_gain, pro
 from otm_fed.data import normalise_view
 from otm_fed.protocol import ANCHOR_CODES, LATENT_CODES, ProtocolError, codes_reply, read_codes_reply
 from otm_fed.results import read_rounds
-from otm_fed.scenario import anchor_ids, modality_data, read_anchor_file, scenario_dataset, view_normalisation
+from otm_fed.scenario import anchor_samples, modality_data, read_anchor_file, scenario_dataset, view_normalisation
 from launcher.inprocess import run_inprocess
 from otm_fed_flwr.records import from_records, to_records
 from server.strategy import OTMStrategy
@@ -50,7 +50,8 @@ def test_anchor_counts_must_fit_the_data_and_the_run(tmp_path):
     with pytest.raises(ConfigError, match="2 ids, but the run has anchors = 3"):
         read_anchor_file(str(path), 600, 3)
     with pytest.raises(ConfigError, match="anchors = 700, but the data has only 600 samples"):
-        anchor_ids(resolve_config("synthetic", {"anchors": "700"}), 600)
+        config = resolve_config("synthetic", {"anchors": "700"})
+        anchor_samples(config, scenario_dataset(config))
 
 
 def test_cli_refuses_more_anchors_than_samples_before_any_round(tmp_path, capsys):
@@ -160,7 +161,7 @@ def test_wire_audit_anchor_rows_travel_only_in_the_anchor_record(tmp_path):
     for entry in with_codes:
         assert entry["arrays"] == {LATENT_CODES: (64, 16)} and entry["anchors"] == {ANCHOR_CODES: (5, 16)}
     assert all("anchors" not in entry for entry in AUDIT if entry not in with_codes)
-    ids, views = anchor_ids(config, 240), scenario_dataset(config).views
+    ids, views = anchor_samples(config, scenario_dataset(config)), scenario_dataset(config).views
     for m in range(3):
         own_view = normalise_view(views[m], view_normalisation(config, m))
         np.testing.assert_array_equal(modality_data(config, m).anchors, own_view[ids])
