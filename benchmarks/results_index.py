@@ -149,6 +149,13 @@ COMMANDS: dict[str, str] = {
     "sites-fedavg-steps-seeds0-4.json": "python benchmarks/sites.py --datasets handwritten --splits iid --methods "
                                         "fedavg-steps --seeds 5 --first-seed 0 --jobs 2 "
                                         "--json results/sites-fedavg-steps-seeds0-4.json",
+    "sites-fedavg-steps-more-seeds0-4.json": "python benchmarks/sites.py --datasets synthetic,prokaryotic --methods "
+                                             "fedavg-steps --seeds 5 --first-seed 0 --jobs 1 "
+                                             "--json results/sites-fedavg-steps-more-seeds0-4.json",
+    "sites-fedavg-steps-handwritten-dirichlet-seeds0-4.json": "python benchmarks/sites.py --datasets handwritten "
+                                                              "--splits dirichlet:0.5 --methods fedavg-steps --seeds 5 "
+                                                              "--first-seed 0 --jobs 1 --json "
+                                                              "results/sites-fedavg-steps-handwritten-dirichlet-seeds0-4.json",
     "sites-seeds0-4.json": "python benchmarks/sites.py --datasets synthetic,prokaryotic,handwritten --seeds 5 "
                            "--first-seed 0 --jobs 2 --json results/sites-seeds0-4.json",
     "mixing-oracle-seeds36-37.json": f"{CLUSTERING} {ALL_SETS} --methods local-only,otm-oracle,otm-oracle-contrastive "
