@@ -302,3 +302,57 @@ def test_results_index_has_a_command_for_every_result_and_reads_the_docs_citatio
     cited = results_index.citations(entries, tmp_path)
     assert [entry for entry in entries if not cited[entry]] == ["lonely.json"]
     assert "Cited by no page: `lonely.json`." in results_index.index(tmp_path)
+
+
+def test_patients_table_pairs_views_per_seed_and_judges_class_mass_against_chance():
+    import patients
+
+    def row(method, seed, accs, mass=None):
+        return {"dataset": "synthetic", "cohort": "overlap=0:shift=0.5:paired=0", "method": method, "seed": seed,
+                "acc_per_modality": accs, "purity_per_modality": accs, "class_mass": mass,
+                "class_mass_chance": None if mass is None else 0.2, "seconds": 1.0, "peak_rss_mb": 100.0}
+    rows = [row("local-only", seed, [0.8, 0.5]) for seed in range(3)]
+    rows += [row("otm", seed, [0.8 - 0.1 - 0.01 * seed, 0.5 + 0.01 * seed], 0.3 + 0.01 * seed) for seed in range(3)]
+    line = patients.table(rows).splitlines()[2]
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[5] == "-0.0500 ± 0.0000 (clearly below)"  # mean over views, paired per seed
+    assert cells[6] == "[0]" and cells[7] == "none"  # view 1 gains 0.00, 0.01, 0.02: a tie
+    assert cells[8] == "+0.1100 ± 0.0058 (clearly above)"
+
+
+def test_a_patients_cohort_cuts_the_batch_to_the_smallest_modality():
+    import patients
+    from otm_fed.scenario import held_rows, scenario_dataset
+
+    config = patients.cohort_config("synthetic", patients.parse_cohort("overlap=0:shift=0.5"), "otm", 0)
+    data = scenario_dataset(config)
+    assert config["batch-size"] == min(len(held_rows(config, data, m)) for m in range(3)) == 123
+    paired = patients.cohort_config("synthetic", patients.parse_cohort("overlap=0:paired=0.1"), "otm", 0)
+    assert paired["anchors"] == 60 and paired["overlap"] == 0.0 and paired["batch-size"] == 128
+    with pytest.raises(ValueError, match="unknown cohort part 'share'"):
+        patients.parse_cohort("share=0.5")
+
+
+def test_unbalanced_study_scores_class_mass_against_chance_and_the_balanced_ceiling():
+    import unbalanced_plans
+
+    plan = np.eye(4) / 4
+    scores = unbalanced_plans.class_scores(plan, np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), 2)
+    assert scores == {"class_mass": 0.75, "chance": 0.5, "ceiling": 0.75, "moved": 1.0}
+
+
+def test_partial_transport_keeps_shifted_classes_apart_where_a_balanced_plan_cannot():
+    """Two classes far apart, held 6:2 in one batch and 2:6 in the other: a balanced plan must send
+    half its mass across classes (ceiling 0.5); moving only half the mass need not."""
+    import unbalanced_plans
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0]])
+    labels_a, labels_b = np.array([0] * 6 + [1] * 2), np.array([0] * 2 + [1] * 6)
+    za = centres[labels_a] + 0.1 * rng.normal(size=(8, 2))
+    zb = centres[labels_b] + 0.1 * rng.normal(size=(8, 2))
+    found = unbalanced_plans.plans(za, zb, alpha=0.5)
+    balanced = unbalanced_plans.class_scores(found["balanced"], labels_a, labels_b, 2)
+    partial = unbalanced_plans.class_scores(found["partial-0.5"], labels_a, labels_b, 2)
+    assert balanced["class_mass"] == pytest.approx(0.5, abs=1e-6) and balanced["ceiling"] == 0.5
+    assert partial["moved"] == pytest.approx(0.5, abs=1e-6) and partial["class_mass"] > 0.99
