@@ -230,14 +230,13 @@ def site_counts(config: Mapping[str, Any], n_modalities: int) -> tuple[int, ...]
         raise ConfigError(str(error)) from None
 
 
-def site_rows(config: Mapping[str, Any], modality: int, site: int, dataset: MultiViewDataset,
-              view: int | None = None) -> np.ndarray:
-    """The rows of site s of modality m (of view m, or of a deployed site's ``view``), in the order
-    its agent holds them: its modality's ``training_order``, or its share of it by ``site-split``
-    when the modality has several sites."""
+def site_rows(config: Mapping[str, Any], modality: int, site: int, dataset: MultiViewDataset) -> np.ndarray:
+    """Simulation: the rows of view m that site s of modality m holds, in the order its agent holds
+    them: its modality's ``training_order``, or its share of it by ``site-split`` when the modality
+    has several sites."""
     try:
         n_sites = sites_of(config["sites"], modality)
-        order = training_order(config, modality, dataset, view)
+        order = training_order(config, modality, dataset)
         if n_sites == 1:
             return order
         parts = split_rows(dataset.view_labels(modality)[order], n_sites, parse_site_split(config["site-split"]),
@@ -270,7 +269,8 @@ def modality_data(config: Mapping[str, Any], modality: int, data_path: str = "",
         samples = anchor_samples(config, dataset)
         anchors = None if samples is None else rows_of_samples(dataset, view_index, samples)
     if config["task"] == "clustering":
-        own = site_rows(config, modality, site, dataset, view_index if data_path else None)
+        own = training_order(config, modality, dataset, view_index) if data_path else \
+            site_rows(config, modality, site, dataset)  # a deployed site's file holds its own rows only
         held = np.sort(own)
         rows = normalise_view(dataset.views[view_index][held], method)
         return ModalityData(rows[np.searchsorted(held, own)], rows, dataset.view_labels(view_index)[held],

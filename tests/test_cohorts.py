@@ -209,3 +209,14 @@ def test_the_multi_omics_shape_runs_end_to_end_with_defaults(tmp_path, capsys):
     final = summary["final"]
     assert len(final["acc_per_modality"]) == 3 and min(final["acc_per_modality"]) > 0.25  # 4 classes
     assert "fused_acc" not in final  # no row is known to be one sample in every view
+
+
+def test_a_deployed_site_holds_every_row_of_its_own_file_whatever_the_topology(tmp_path):
+    """In deployment a site's file is its share already: it is not split again by ``sites``."""
+    own = make_synthetic(50, 3, (12,), weak_view=None, seed=4)
+    np.savez(tmp_path / "site.npz", X0=own.views[0], y=own.labels)
+    config = resolve_config("synthetic", {"sites": "3", "batch-size": "16"})
+    data = modality_data(config, 2, str(tmp_path / "site.npz"), site=1)
+    assert len(data.train) == len(data.evaluation) == 50
+    np.testing.assert_array_equal(data.labels, own.labels)
+    assert sorted(map(tuple, data.train.tolist())) == sorted(map(tuple, data.evaluation.tolist()))
