@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from otm_fed.config import resolve_config  # noqa: E402
 from otm_fed.results import SUMMARY_FILE, new_folder, read_rounds, write_json  # noqa: E402
 from otm_fed.scenario import held_rows, scenario_dataset  # noqa: E402
+from sites import call  # noqa: E402  (the verdict every benchmark table prints)
 
 DATASETS = ("synthetic", "handwritten", "prokaryotic")
 COHORTS = tuple(f"overlap={o}:shift={s}:paired={p}" for o in ("1", "0.5", "0") for s in ("0", "0.5")
@@ -94,20 +95,12 @@ def run_one(job: tuple) -> dict[str, Any]:
             "run_dir": str(run_dir)}
 
 
-def paired(values: dict[int, float], baseline: dict[int, float]) -> tuple[float, float, int] | None:
-    """Mean and standard error over seeds of value - baseline."""
+def paired(values: dict[Any, float], baseline: dict[Any, float]) -> tuple[float, float, int] | None:
+    """Mean and standard error of value - baseline over the keys both have (seeds, or runs)."""
     differences = [values[seed] - baseline[seed] for seed in values if seed in baseline]
     if len(differences) < 2:
         return None
     return float(np.mean(differences)), float(np.std(differences, ddof=1) / np.sqrt(len(differences))), len(differences)
-
-
-def call(difference: tuple[float, float, int] | None) -> str:
-    if difference is None:
-        return "n/a"
-    mean, error, _ = difference
-    verdict = "clearly above" if mean > 2 * error else "clearly below" if mean < -2 * error else "tie"
-    return f"{mean:+.4f} ± {error:.4f} ({verdict})"
 
 
 def table(rows: list[dict[str, Any]]) -> str:
