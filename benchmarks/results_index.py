@@ -156,6 +156,19 @@ COMMANDS: dict[str, str] = {
                                                               "--splits dirichlet:0.5 --methods fedavg-steps --seeds 5 "
                                                               "--first-seed 0 --jobs 1 --json "
                                                               "results/sites-fedavg-steps-handwritten-dirichlet-seeds0-4.json",
+    "patients-seeds0-4.json": "python benchmarks/patients.py --datasets synthetic,prokaryotic --cohorts "
+                              "overlap=0:shift=0.5:paired=0,overlap=0:shift=0:paired=0.2 --seeds 5 --first-seed 0 "
+                              "--jobs 1 --runs-dir runs/patients --json results/patients-seeds0-4.json",
+    "patients-handwritten-shift-seeds0-4.json": "python benchmarks/patients.py --datasets handwritten --cohorts "
+                                                "overlap=0:shift=0.5:paired=0 --seeds 5 --first-seed 0 --jobs 1 "
+                                                "--runs-dir runs/patients --json "
+                                                "results/patients-handwritten-shift-seeds0-4.json",
+    "patients-handwritten-paired5-seeds0-4.json": "python benchmarks/patients.py --datasets handwritten --cohorts "
+                                                  "overlap=0:shift=0:paired=0.05 --seeds 5 --first-seed 0 --jobs 1 "
+                                                  "--runs-dir runs/patients --json "
+                                                  "results/patients-handwritten-paired5-seeds0-4.json",
+    "unbalanced-plans-seeds0-4.json": "python benchmarks/studies/unbalanced_plans.py --runs runs/patients --json "
+                                      "results/unbalanced-plans-seeds0-4.json",
     "sites-seeds0-4.json": "python benchmarks/sites.py --datasets synthetic,prokaryotic,handwritten --seeds 5 "
                            "--first-seed 0 --jobs 2 --json results/sites-seeds0-4.json",
     "mixing-oracle-seeds36-37.json": f"{CLUSTERING} {ALL_SETS} --methods local-only,otm-oracle,otm-oracle-contrastive "
@@ -237,6 +250,8 @@ COMMANDS: dict[str, str] = {
 # Where a command needs more than today's code: the commit to run it at, and why.
 REMOVED = f"at {REMOVED_AT}, which still has "
 NOTES: dict[str, str] = {
+    "unbalanced-plans-seeds0-4.json": "reads the local-only runs of the patients commands and of two more cohorts "
+                                      "in runs/patients; all commands in docs/findings/patients.md",
     "mixing-oracle-seeds36-37.json": "at 5daf973, which still has target-pull (the contrastive pull)",
     "mixing-scenarios-seeds36-37.json": "at 5daf973, which still has target-pull (the contrastive pull)",
     "mixing-flow-per-round-seeds38-42.json": "at 97e02d9, whose flow decides on each round's readings alone",
