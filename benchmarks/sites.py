@@ -85,11 +85,11 @@ def run_one(job: tuple) -> list[dict[str, Any]]:
 
 def one_site_scores(config: dict[str, Any], run_dir: Path, sites: int, split: str) -> dict[str, Any]:
     """The one-site run's final encoders scored as the sites score themselves: k-means on the
-    codes of each site's rows (``site_rows`` of ``split``), a modality's ACC its sites' weighted by
+    codes of each site's rows (``sites_rows`` of ``split``), a modality's ACC its sites' weighted by
     rows. The one site normalised the whole view, so its rows are read from that."""
     from otm_fed.agent import ModalityAgent, latest_checkpoint
     from otm_fed.metrics import kmeans_scores
-    from otm_fed.scenario import modality_data, site_rows
+    from otm_fed.scenario import modality_data, sites_rows
 
     dataset = scenario_dataset(config)
     split_config = {**config, "sites": str(sites), "site-split": split}
@@ -99,8 +99,8 @@ def one_site_scores(config: dict[str, Any], run_dir: Path, sites: int, split: st
         agent = ModalityAgent(modality, modality_data(config, modality), config)
         agent.load_state_arrays(latest_checkpoint(run_dir / "agents", modality, config["rounds"] + 1))
         accs, weights = [], []
-        for site in range(sites):
-            rows = np.sort(site_rows(split_config, modality, site, dataset))
+        for site, held in enumerate(sites_rows(split_config, modality, dataset)):
+            rows = np.sort(held)
             scores = kmeans_scores(agent.encode(agent.data.evaluation[rows]), dataset.labels[rows], n_clusters,
                                    config["kmeans-init"], config["seed"])
             per_site[f"{modality}.{site}"] = scores["acc"]

@@ -32,7 +32,6 @@ from otm_fed.data import DATASET_FILES
 from otm_fed.results import (CONFIG_FILE, RUN_DIR_PATTERN, holds_run, is_finished, new_folder, new_run_dir,
                              open_run_dir, read_summary, rounds_done)
 from otm_fed.scenario import check_fits, scenario_dataset, site_counts, with_absolute_data
-from otm_fed.sites import sites_of
 
 APP_DIR = Path(__file__).resolve().parent.parent
 
@@ -249,17 +248,17 @@ def deploy_demo(args: argparse.Namespace, helpers) -> int:
 
 
 def write_site_files(config: dict, dataset, n_modalities: int, folder: Path) -> dict[tuple[int, int], Path]:
-    """Each site's own file (``--sites``): view m's rows of its share (``site_rows``: the split
+    """Each site's own file (``--sites``): view m's rows of its share (``sites_rows``: the split
     simulation deals) with their labels, one ``.npz`` per (modality, site)."""
     import numpy as np
 
-    from otm_fed.scenario import site_rows
+    from otm_fed.scenario import sites_rows
 
     folder.mkdir(parents=True, exist_ok=True)
     files = {}
     for modality in range(n_modalities):
-        for site in range(sites_of(config["sites"], modality)):
-            rows = np.sort(site_rows(config, modality, site, dataset))
+        for site, held in enumerate(sites_rows(config, modality, dataset)):
+            rows = np.sort(held)
             files[(modality, site)] = folder / f"modality-{modality}.site-{site}.npz"
             np.savez(files[(modality, site)], X0=dataset.views[modality][rows], y=dataset.view_labels(modality)[rows])
     return files

@@ -118,11 +118,9 @@ def check_fits(config: Mapping[str, Any], dataset: MultiViewDataset, n_modalitie
             raise ConfigError(f"normalisation of view {modality} of {name}: {error}") from None
     check_samples(config, dataset)
     anchor_samples(config, dataset)
-    counts = site_counts(config, n_modalities)
-    for modality, n_sites in enumerate(counts):
-        for site in range(n_sites):
-            site_rows(config, modality, site, dataset)  # a split that empties a site is refused here
-    n_train = min(len(training_order(config, modality, dataset)) for modality in range(n_modalities))
+    site_counts(config, n_modalities)
+    # the rows each modality's sites hold (a split that empties a site is refused here)
+    n_train = min(sum(map(len, sites_rows(config, modality, dataset))) for modality in range(n_modalities))
     if config["batch-size"] > n_train:
         raise ConfigError(f"batch-size {config['batch-size']} is larger than the {n_train} training rows an agent of "
                           f"{name} holds; choose at most {n_train}: --set batch-size={n_train} "
@@ -230,22 +228,28 @@ def site_counts(config: Mapping[str, Any], n_modalities: int) -> tuple[int, ...]
         raise ConfigError(str(error)) from None
 
 
-def site_rows(config: Mapping[str, Any], modality: int, site: int, dataset: MultiViewDataset) -> np.ndarray:
-    """Simulation: the rows of view m that site s of modality m holds, in the order its agent holds
-    them: its modality's ``training_order``, or its share of it by ``site-split`` when the modality
-    has several sites."""
+def sites_rows(config: Mapping[str, Any], modality: int, dataset: MultiViewDataset) -> list[np.ndarray]:
+    """Simulation: the rows of view m that each site of modality m holds, in the order its agent
+    holds them: its modality's ``training_order``, or with several sites each one's share of it
+    by ``site-split``."""
+    order = training_order(config, modality, dataset)
     try:
         n_sites = sites_of(config["sites"], modality)
-        order = training_order(config, modality, dataset)
         if n_sites == 1:
-            return order
+            return [order]
         parts = split_rows(dataset.view_labels(modality)[order], n_sites, parse_site_split(config["site-split"]),
                            config["seed"], modality)
     except SiteError as error:
         raise ConfigError(str(error)) from None
-    if not 0 <= site < n_sites:
+    return [order[part] for part in parts]
+
+
+def site_rows(config: Mapping[str, Any], modality: int, site: int, dataset: MultiViewDataset) -> np.ndarray:
+    """Simulation: the rows of site s of modality m (``sites_rows``)."""
+    rows = sites_rows(config, modality, dataset)
+    if not 0 <= site < len(rows):
         raise ConfigError(f"site {site} of modality {modality} does not exist: sites = {config['sites']}")
-    return order[parts[site]]
+    return rows[site]
 
 
 def modality_data(config: Mapping[str, Any], modality: int, data_path: str = "", anchors_file: str = "",
