@@ -15,7 +15,7 @@ each scaled to a maximum of 1, with the run's ``alpha``:
   balanced      the mixer's plan (``solve_fgw_plan``): uniform marginals, all mass moved
   partial-S     partial fused GW (POT ``partial_fused_gromov_wasserstein``) moving mass S of 1
   unbalanced-R  fused unbalanced GW (POT ``fused_unbalanced_gromov_wasserstein``, KL marginal
-                relaxation R, no entropy)
+                relaxation R, no entropy), the feature term weighed against GW as in the balanced plan
 
 Per plan: class mass (the share of the moved mass between samples of one class), its chance
 (sum_c p_a(c) p_b(c), what a plan blind to classes gets) and the most a balanced plan can reach
@@ -71,9 +71,11 @@ def plans(za: np.ndarray, zb: np.ndarray, alpha: float) -> dict[str, np.ndarray]
                 feature, ca, cb, p, q, m=mass, alpha=1.0 - alpha, nb_dummies=len(za), numItermax=1e5)
         except ValueError:  # POT's exact LP failed on this pair: the plan is left out, and counted
             continue
-    for relaxation in RELAXATIONS:
+    for relaxation in RELAXATIONS if alpha < 1 else ():
+        # POT's FUGW weighs GW by 1 and the feature term by its alpha: the balanced plan's
+        # alpha <T, D> + (1 - alpha) GW, divided by 1 - alpha, is GW + alpha / (1 - alpha) <T, D>
         pi, _ = ot.gromov.fused_unbalanced_gromov_wasserstein(
-            ca, cb, p, q, reg_marginals=relaxation, epsilon=0, alpha=alpha, M=feature, max_iter=100)
+            ca, cb, p, q, reg_marginals=relaxation, epsilon=0, alpha=alpha / (1.0 - alpha), M=feature, max_iter=100)
         found[f"unbalanced-{relaxation:g}"] = pi
     return found
 
