@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import ortho_group
 
 from otm_fed.config import ConfigError, resolve_config
-from otm_fed.frames import align_frames, anchor_confidence, anchor_fit_gain, procrustes_misfit
+from otm_fed.frames import align_frames, anchor_confidence, anchor_fit_gain, leave_one_out_misfits, procrustes_misfit
 from otm_fed.data import normalise_view
 from otm_fed.protocol import ANCHOR_CODES, LATENT_CODES, ProtocolError, codes_reply, read_codes_reply
 from otm_fed.results import read_rounds
@@ -105,6 +105,24 @@ def test_anchor_confidence_reads_correspondence_not_structure():
     noise = [(rng.normal(size=(10, 8)), rng.normal(size=(10, 8))) for _ in range(20)]
     assert abs(np.mean([anchor_fit_gain(x, y, rng) for x, y in noise])) < 0.05
     assert max(anchor_confidence(x, y, rng) for x, y in noise) < 0.2  # the jackknife minimum reads lower still
+
+
+def test_leave_one_out_misfits_match_refitting_each_left_out_set():
+    """The rank-one updates give what refitting each set without anchor i gives: the true pairing
+    and, for each random pairing, the pairing of the other K - 1 it stands for."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(12, 5))
+    y = x @ ortho_group.rvs(5, random_state=7) + rng.normal(size=(12, 5))
+    orders = np.stack([rng.permutation(12) for _ in range(6)])
+    true, null = leave_one_out_misfits(x, y, orders)
+    for i in range(12):
+        rest = np.delete(np.arange(12), i)
+        assert true[i] == pytest.approx(procrustes_misfit(x[rest], y[rest]), rel=1e-10)
+        for p, order in enumerate(orders):
+            pairing = order.copy()
+            pairing[np.argsort(order)[i]] = order[i]  # y once paired with x_i takes x_i's partner
+            assert sorted(pairing[rest]) == rest.tolist()
+            assert null[p, i] == pytest.approx(procrustes_misfit(x[pairing[rest]], y[rest]), rel=1e-10)
 
 
 def test_one_anchor_extreme_in_both_modalities_is_not_read_as_correspondence():
