@@ -23,7 +23,7 @@ import textwrap
 import threading
 from importlib import metadata
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import tomli_w
 
@@ -32,6 +32,9 @@ from otm_fed.data import DATASET_FILES
 from otm_fed.results import (CONFIG_FILE, RUN_DIR_PATTERN, holds_run, is_finished, new_folder, new_run_dir,
                              open_run_dir, read_summary, rounds_done)
 from otm_fed.scenario import check_fits, scenario_dataset, site_counts, with_absolute_data
+
+if TYPE_CHECKING:
+    from launcher.deploy import SiteFiles
 
 APP_DIR = Path(__file__).resolve().parent.parent
 
@@ -247,20 +250,34 @@ def deploy_demo(args: argparse.Namespace, helpers) -> int:
     return 0
 
 
-def write_site_files(config: dict, dataset, n_modalities: int, folder: Path) -> dict[tuple[int, int], Path]:
+def write_site_files(config: dict, dataset, n_modalities: int, folder: Path) -> dict[tuple[int, int], SiteFiles]:
     """Each site's own file (``--sites``): view m's rows of its share (``sites_rows``: the split
-    simulation deals) with their labels, one ``.npz`` per (modality, site)."""
+    simulation deals) with their labels, one ``.npz`` per (modality, site); with ``anchors`` also
+    its anchors file: per anchor, in anchor order, its row of the site's file or ``-``."""
     import numpy as np
 
-    from otm_fed.scenario import sites_rows
+    from launcher.deploy import SiteFiles
+    from otm_fed.scenario import anchor_samples, held_anchors, sites_rows
 
     folder.mkdir(parents=True, exist_ok=True)
+    samples = anchor_samples(config, dataset)
     files = {}
     for modality in range(n_modalities):
+        positions, anchor_rows = held_anchors(dataset, modality, samples) if samples is not None else (None, None)
         for site, held in enumerate(sites_rows(config, modality, dataset)):
             rows = np.sort(held)
-            files[(modality, site)] = folder / f"modality-{modality}.site-{site}.npz"
-            np.savez(files[(modality, site)], X0=dataset.views[modality][rows], y=dataset.view_labels(modality)[rows])
+            stem = f"modality-{modality}.site-{site}"
+            np.savez(folder / f"{stem}.npz", X0=dataset.views[modality][rows], y=dataset.view_labels(modality)[rows])
+            anchors = None
+            if samples is not None:
+                lines = ["-"] * len(samples)
+                for position, row in zip(positions, anchor_rows):
+                    at = np.searchsorted(rows, row)
+                    if at < len(rows) and rows[at] == row:
+                        lines[position] = str(at)
+                anchors = folder / f"{stem}.anchors.txt"
+                anchors.write_text("\n".join(lines) + "\n")
+            files[(modality, site)] = SiteFiles(folder / f"{stem}.npz", anchors)
     return files
 
 

@@ -190,18 +190,31 @@ def superlink_command(port: int, certificates: Certificates, database: str | Pat
     return command + (["--enable-supernode-auth"] if node_auth else [])
 
 
-def node_config_text(modality: int, data_path: str | Path, state_dir: str | Path, site: int = 0) -> str:
-    """A SuperNode's ``--node-config``: TOML values, the paths quoted; ``site`` only when not 0."""
+def node_config_text(modality: int, data_path: str | Path, state_dir: str | Path, site: int = 0,
+                     anchors_file: str | Path | None = None) -> str:
+    """A SuperNode's ``--node-config``: TOML values, the paths quoted; ``site`` only when not 0,
+    ``anchors-file`` only when given."""
     site_text = f" site={int(site)}" if site else ""
+    anchors_text = f" anchors-file='{Path(anchors_file).resolve()}'" if anchors_file else ""
     return (f"modality={int(modality)}{site_text} data-path='{Path(data_path).resolve()}' "
-            f"state-dir='{Path(state_dir).resolve()}'")
+            f"state-dir='{Path(state_dir).resolve()}'{anchors_text}")
 
 
 def supernode_command(superlink: str, ca: str | Path, private_key: str | Path | None, modality: int,
-                      data_path: str | Path, state_dir: str | Path, runtime_port: int, site: int = 0) -> list[str]:
+                      data_path: str | Path, state_dir: str | Path, runtime_port: int, site: int = 0,
+                      anchors_file: str | Path | None = None) -> list[str]:
     command = [flower_bin("flower-supernode"), "--superlink", superlink, "--root-certificates", str(ca),
-               "--node-config", node_config_text(modality, data_path, state_dir, site), "--port", str(runtime_port)]
+               "--node-config", node_config_text(modality, data_path, state_dir, site, anchors_file),
+               "--port", str(runtime_port)]
     return command + (["--auth-supernode-private-key", str(private_key)] if private_key else [])
+
+
+@dataclass(frozen=True)
+class SiteFiles:
+    """What one site's SuperNode reads: its data file and, with anchors, its anchors file."""
+
+    data: Path
+    anchors: Path | None = None
 
 
 @dataclass
@@ -217,7 +230,7 @@ class LocalFederation:
     name: str = "otm-local"
     port: int = 0
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
-    site_files: Mapping[tuple[int, int], Path] | None = None
+    site_files: Mapping[tuple[int, int], SiteFiles] | None = None
 
     def __post_init__(self) -> None:
         self.work_dir = Path(self.work_dir).resolve()
@@ -256,22 +269,23 @@ class LocalFederation:
             raise RuntimeError(f"flwr supernode register failed: {result.stdout}{result.stderr}")
 
     def start_supernode(self, modality: int, register: bool = True, label: str | None = None,
-                        site: int = 0, data_path: Path | None = None) -> subprocess.Popen:
+                        site: int = 0, files: SiteFiles | None = None) -> subprocess.Popen:
         """A SuperNode for ``modality`` (its ``site``) with its own key (registered unless
-        ``register`` is false), reading ``data_path`` (default the federation's file)."""
+        ``register`` is false), reading ``files`` (default the federation's file)."""
         label = label or (f"supernode-{modality}-{site}" if self.site_files else f"supernode-{modality}")
         private, public = make_node_key(self.work_dir / "keys", label)
         if register:
             self.register(public)
+        files = files or SiteFiles(self.data_path)
         return self.start_process(label, supernode_command(self.address, self.certificates.ca, private, modality,
-                                                           data_path or self.data_path, self.work_dir / "state" / label,
-                                                           free_port(), site))
+                                                           files.data, self.work_dir / "state" / label,
+                                                           free_port(), site, files.anchors))
 
     def start(self) -> "LocalFederation":
         self.start_superlink()
         if self.site_files:
-            for (modality, site), path in sorted(self.site_files.items()):
-                self.start_supernode(modality, site=site, data_path=path)
+            for (modality, site), files in sorted(self.site_files.items()):
+                self.start_supernode(modality, site=site, files=files)
         else:
             for modality in range(self.n_nodes):
                 self.start_supernode(modality)

@@ -22,7 +22,7 @@ from otm_fed.metrics import kmeans_scores
 from otm_fed.models import WAE, Predictor
 from otm_fed.optim import Adam
 from otm_fed.plans import project_to_modality
-from otm_fed.protocol import TrainInstruction
+from otm_fed.protocol import AnchorCodes, TrainInstruction
 from otm_fed.scenario import ModalityData, agent_stream, batch_rows, view_normalisation
 from otm_fed.supervised import noisy_copies, score
 from otm_fed.uptake import guard_weight
@@ -147,14 +147,16 @@ class ModalityAgent:
         return privatise_codes(codes, self.config["latent-clip"], self.config["latent-noise-multiplier"],
                                np.random.default_rng([seed, *self.stream(round_number, 2)]))
 
-    def anchor_codes(self, round_number: int, seed: int) -> np.ndarray | None:
-        """The anchors' codes f_m(X_anchors) in anchor order (None without anchors), privatised like
-        every code that leaves the agent."""
-        if self.data.anchors is None:
+    def anchor_codes(self, round_number: int, seed: int) -> AnchorCodes | None:
+        """The codes f_m(X_anchors) of the anchors this agent holds, with their positions in the
+        shared anchor order (None without anchors or when it holds none), privatised like every
+        code that leaves the agent."""
+        if self.data.anchors is None or not len(self.data.anchors):
             return None
         codes = self.encode(self.data.anchors)
-        return privatise_codes(codes, self.config["latent-clip"], self.config["latent-noise-multiplier"],
-                               np.random.default_rng([seed, *self.stream(round_number, 5)]))
+        return AnchorCodes(self.data.anchor_positions,
+                           privatise_codes(codes, self.config["latent-clip"], self.config["latent-noise-multiplier"],
+                                           np.random.default_rng([seed, *self.stream(round_number, 5)])))
 
     # ------------------------------------------------------------------ training
 

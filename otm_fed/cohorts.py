@@ -53,9 +53,8 @@ def split_samples(labels: np.ndarray, n_modalities: int, overlap: float, class_s
     return held
 
 
-def common_samples(view_samples: list[np.ndarray]) -> np.ndarray:
-    """The samples every view holds, sorted: the candidates for anchors."""
-    common = view_samples[0]
-    for samples in view_samples[1:]:
-        common = np.intersect1d(common, samples)
-    return np.sort(common)
+def anchor_candidates(view_samples: list[np.ndarray]) -> np.ndarray:
+    """The samples view 0 holds together with at least one other view, sorted: the candidates for
+    anchors (every modality's frame is fitted to modality 0's, so a pair counts when view 0 is in it)."""
+    others = np.concatenate(view_samples[1:]) if len(view_samples) > 1 else np.empty(0, np.int64)
+    return np.intersect1d(view_samples[0], others)

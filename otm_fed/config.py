@@ -128,8 +128,8 @@ KEYS: dict[str, Key] = {
                           "reaches this (0: every modality mixes from round 1)", minimum=0),
     "gate-window": Key(10, "rounds averaged by the gate", minimum=1),
     # Anchors (docs/findings/anchors.md)
-    "anchors": Key(0, "K samples held by every agent whose codes fit the frames and gate the mix (0: none; they "
-                   "reveal that those K samples are held everywhere)", minimum=0),
+    "anchors": Key(0, "K declared samples held in modality 0 and another (with one y: in every one) whose codes "
+                   "fit the frames and gate the mix (0: none; they reveal that those samples are held in both)", minimum=0),
     "anchor-gate-threshold": Key(0.5, "with anchors: a modality mixes once its anchors' mean correspondence over "
                                  "gate-window rounds reaches this", minimum=0),
     # Local training (docs/findings/local-training.md)
@@ -305,9 +305,6 @@ def validate_sites(config: Mapping[str, Any]) -> None:
         raise ConfigError(str(error)) from None
     if max(counts) > 1 and config["task"] != "clustering":
         raise ConfigError(f"several sites per modality (sites = {config['sites']}) run task = clustering only")
-    if max(counts) > 1 and config["anchors"]:
-        raise ConfigError(f"anchors need one site per modality (sites = {config['sites']}): an anchor is a sample "
-                          "every agent holds")
 
 
 def gate_thresholds(config: Mapping[str, Any]) -> dict[str, float]:

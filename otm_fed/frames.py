@@ -241,6 +241,16 @@ def anchor_confidence(x_anchors: np.ndarray, y_anchors: np.ndarray, rng: np.rand
     return float(gains.min())
 
 
+def pooled_anchor_codes(parts: list[tuple[np.ndarray, np.ndarray]], n_anchors: int, width: int) -> np.ndarray:
+    """A modality's anchor codes, K x d in anchor order, from (positions, codes) parts (its sites,
+    lowest site first): each anchor's codes from the first part that holds it; NaN rows for the
+    anchors no part holds."""
+    pooled = np.full((n_anchors, width), np.nan)
+    for positions, codes in reversed(parts):
+        pooled[positions] = codes
+    return pooled
+
+
 @dataclass
 class FrameAlignment:
     """Per modality: its map phi_m, its fit W(Q_m) to the reference and its confidence; per
@@ -260,9 +270,10 @@ def align_frames(codes: Mapping[int, np.ndarray], rotations: Mapping[int, np.nda
     present (the reference; its own Q is its stored rotation, else I), warm-started from
     ``rotations`` (last round's Q_m). A modality without a stored rotation, or every modality when
     ``search``, also gets ``gw_starts`` GW starts. With ``anchors`` (modality id -> the anchors'
-    codes, rows in correspondence) Q_m starts from the Procrustes fit on the anchors alone, the
-    batch only refining it, and the confidence is ``anchor_confidence`` (else
-    ``alignment_confidence``). The reference's confidence is the largest of the others' (it has
+    codes, K x d in anchor order, NaN rows for anchors it does not hold) Q_m starts from the
+    Procrustes fit on the anchors m shares with the reference alone, the batch only refining it,
+    and the confidence is their ``anchor_confidence`` (else ``alignment_confidence``); a modality
+    that shares no anchor with the reference is fitted as without anchors and reads 0. The reference's confidence is the largest of the others' (it has
     someone to learn from if anyone aligns with it)."""
     reference = min(codes)
     d = codes[reference].shape[1]
@@ -278,16 +289,21 @@ def align_frames(codes: Mapping[int, np.ndarray], rotations: Mapping[int, np.nda
         if m == reference:
             continue
         x = scaled(m, codes[m])
-        if anchors is not None:
-            start = anchor_rotation(scaled(m, anchors[m]), scaled(reference, anchors[reference]) @ frames[reference].rotation)
+        shared = (np.isfinite(anchors[m]).all(1) & np.isfinite(anchors[reference]).all(1) if anchors is not None
+                  else np.zeros(0, bool))
+        if shared.any():
+            own, theirs = anchors[m][shared], anchors[reference][shared]
+            start = anchor_rotation(scaled(m, own), scaled(reference, theirs) @ frames[reference].rotation)
             rotation, value = wasserstein_procrustes(x, target, start)
         else:
             previous = rotations.get(m)
             rotation, value = fit_rotation(x, target, previous, gw_starts if previous is None or search else 0, rng)
         frames[m] = Frame(*standardised[m], rotation)
         objectives[m] = value
-        confidences[m] = (alignment_confidence(x, target, rotation, value, rng) if anchors is None
-                          else anchor_confidence(anchors[m], anchors[reference], rng))
+        if anchors is None:
+            confidences[m] = alignment_confidence(x, target, rotation, value, rng)
+        else:
+            confidences[m] = anchor_confidence(own, theirs, rng) if shared.any() else 0.0
     readings = {m: {"confidence": c} for m, c in confidences.items()}
     confidences[reference] = max(confidences.values()) if confidences else 0.0
     return FrameAlignment(frames, objectives, dict(sorted(confidences.items())), reference, dict(sorted(readings.items())))

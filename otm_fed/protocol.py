@@ -10,9 +10,10 @@ One round:
 1. QUERY   server -> agent: config {round, batch-size, seed}.
    reply   agent -> server: config {modality}, arrays {latent-codes: float32 N_m x d}. Only codes:
            no raw features, labels or sample ids. With ``anchors`` = K > 0 (beyond the paper) also
-           a record of its own, anchors {anchor-codes: float32 K x d}: the codes of the K anchor
-           samples that every agent holds, in the anchor order all agents share; these rows alone
-           are in correspondence across agents (the batch's rows stay unaligned).
+           a record of its own, anchors {anchor-codes: float32 k x d, anchor-positions: int64 k}:
+           the codes of the k <= K declared anchor samples the agent holds and their positions in
+           the anchor order all agents share (absent when it holds none); these rows alone are in
+           correspondence across agents (the batch's rows stay unaligned).
 2. TRAIN   server -> agent: config {round, batch-size, seed}, arrays {mixed-barycenter: float32
            N_B x d, plan-rows/plan-cols: int64, plan-values: float64, plan-shape: int64 [N_B, N_m],
            and optionally server-gradient: float32 N_m x d}; no arrays for local-only training.
@@ -69,6 +70,7 @@ RECORD_NAMES = (CONFIG_RECORD, ARRAYS_RECORD, METRICS_RECORD, ANCHORS_RECORD, WE
 
 LATENT_CODES = "latent-codes"
 ANCHOR_CODES = "anchor-codes"
+ANCHOR_POSITIONS = "anchor-positions"
 MIXED_BARYCENTER = "mixed-barycenter"
 PLAN_ROWS, PLAN_COLS, PLAN_VALUES, PLAN_SHAPE = "plan-rows", "plan-cols", "plan-values", "plan-shape"
 SERVER_GRADIENT = "server-gradient"
@@ -101,19 +103,34 @@ class Payload:
 Agent = tuple[int, int]  # (modality, site)
 
 
-def _anchors(anchor_codes: np.ndarray | None) -> dict[str, np.ndarray]:
-    return {} if anchor_codes is None else {ANCHOR_CODES: np.asarray(anchor_codes, np.float32)}
+@dataclass(frozen=True)
+class AnchorCodes:
+    """The codes of the anchors an agent holds: ``codes[i]`` = f_m(x) of the anchor at
+    ``positions[i]`` of the K anchors, in the order every agent shares."""
+
+    positions: np.ndarray  # int64, distinct, in [0, K)
+    codes: np.ndarray  # float32, len(positions) x d
 
 
-def _read_anchors(what: str, payload: Payload, latent_dim: int, n_anchors: int) -> np.ndarray | None:
-    """The anchors record: exactly K = ``n_anchors`` rows of width d, or absent when K = 0."""
-    _expect_keys(f"{what} anchors", payload.anchors, {ANCHOR_CODES} if n_anchors else set())
-    if not n_anchors:
+def _anchors(anchors: AnchorCodes | None) -> dict[str, np.ndarray]:
+    return {} if anchors is None else {ANCHOR_CODES: np.asarray(anchors.codes, np.float32),
+                                       ANCHOR_POSITIONS: np.asarray(anchors.positions, np.int64)}
+
+
+def _read_anchors(what: str, payload: Payload, latent_dim: int, n_anchors: int) -> AnchorCodes | None:
+    """The anchors record: the codes (width d) of the anchors the agent holds and their distinct
+    positions among the K = ``n_anchors``; None when absent (the agent holds none) or K = 0."""
+    if not n_anchors or not payload.anchors:
+        _expect_keys(f"{what} anchors", payload.anchors, set())
         return None
-    codes = _matrix("anchor codes", payload.anchors[ANCHOR_CODES], np.float32, latent_dim)
-    if codes.shape[0] != n_anchors:
-        raise ProtocolError(f"anchor codes have {codes.shape[0]} rows, the run has {n_anchors} anchors")
-    return codes
+    _expect_keys(f"{what} anchors", payload.anchors, {ANCHOR_CODES, ANCHOR_POSITIONS})
+    codes = _matrix("anchor codes", payload.anchors[ANCHOR_CODES], np.float32, latent_dim, n_anchors)
+    positions = payload.anchors[ANCHOR_POSITIONS]
+    if not (isinstance(positions, np.ndarray) and positions.dtype == np.int64 and positions.shape == (len(codes),)):
+        raise ProtocolError(f"anchor positions must be an int64 vector of {len(codes)}, one per anchor code row")
+    if positions.min() < 0 or positions.max() >= n_anchors or len(np.unique(positions)) != len(positions):
+        raise ProtocolError(f"anchor positions must be distinct, in 0..{n_anchors - 1}")
+    return AnchorCodes(positions, codes)
 
 
 def _expect_keys(what: str, found: Mapping[str, Any], required: set[str], optional: set[str] = frozenset()) -> None:
@@ -220,14 +237,14 @@ def read_query_request(payload: Payload) -> tuple[int, int, int]:
     return _int("round", config["round"], 1), _int("batch-size", config["batch-size"], 1), _int("seed", config["seed"])
 
 
-def codes_reply(agent: int | Agent, codes: np.ndarray, anchor_codes: np.ndarray | None = None) -> Payload:
+def codes_reply(agent: int | Agent, codes: np.ndarray, anchors: AnchorCodes | None = None) -> Payload:
     return Payload(config=_identity(agent), arrays={LATENT_CODES: np.asarray(codes, np.float32)},
-                   anchors=_anchors(anchor_codes))
+                   anchors=_anchors(anchors))
 
 
 def read_codes_reply(payload: Payload, latent_dim: int, max_rows: int,
-                     n_anchors: int = 0) -> tuple[Agent, np.ndarray, np.ndarray | None]:
-    """((modality, site), Z_m, the anchors' codes or None) from a QUERY reply, or ProtocolError."""
+                     n_anchors: int = 0) -> tuple[Agent, np.ndarray, AnchorCodes | None]:
+    """((modality, site), Z_m, its anchors' codes or None) from a QUERY reply, or ProtocolError."""
     _expect_keys("codes reply config", payload.config, *IDENTITY_KEYS)
     _expect_keys("codes reply arrays", payload.arrays, {LATENT_CODES})
     _expect_keys("codes reply metrics", payload.metrics, set())
@@ -351,7 +368,7 @@ def metrics_reply(agent: int | Agent, metrics: Mapping[str, float],
 
 def train_reply(agent: int | Agent, losses: Mapping[str, float], next_codes: np.ndarray | None = None,
                 scores: Mapping[str, float] | None = None, eval_codes: np.ndarray | None = None,
-                next_anchor_codes: np.ndarray | None = None, weights: Mapping[str, np.ndarray] | None = None) -> Payload:
+                next_anchor_codes: AnchorCodes | None = None, weights: Mapping[str, np.ndarray] | None = None) -> Payload:
     metrics = {**losses, **{EVAL_PREFIX + name: value for name, value in (scores or {}).items()}}
     arrays = {LATENT_CODES: next_codes, EVAL_CODES: eval_codes}
     reply = metrics_reply(agent, metrics, {name: np.asarray(value, np.float32) for name, value in arrays.items()
@@ -366,7 +383,7 @@ class TrainReply:
     agent: Agent  # (modality, site)
     losses: dict[str, float]
     next_codes: np.ndarray | None = None  # Z_m of the next round's batch
-    next_anchor_codes: np.ndarray | None = None  # with next_codes and anchors: the anchors' codes
+    next_anchor_codes: AnchorCodes | None = None  # with next_codes: the codes of the anchors it holds
     scores: dict[str, float] | None = None
     eval_codes: np.ndarray | None = None
     weights: dict[str, np.ndarray] | None = None  # the WAE's arrays, when asked for

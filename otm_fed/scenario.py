@@ -13,7 +13,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from otm_fed.cohorts import CohortError, common_samples, split_samples
+from otm_fed.cohorts import CohortError, anchor_candidates, split_samples
 from otm_fed.config import ConfigError, resolve_config
 from otm_fed.data import (DATASET_FILES, MultiViewDataset, dataset_file, load_dataset, load_multiview, make_synthetic,
                           normalise_view, view_orders)
@@ -153,7 +153,8 @@ class ModalityData:
     n_classes: int
     train_targets: np.ndarray | None = None
     evaluation_targets: np.ndarray | None = None
-    anchors: np.ndarray | None = None  # the anchor samples' rows, in anchor order (``anchors`` > 0)
+    anchors: np.ndarray | None = None  # the rows of the anchors it holds (``anchors`` > 0), in anchor order
+    anchor_positions: np.ndarray | None = None  # their positions among the K anchors
 
 
 def checked_anchor_ids(ids: np.ndarray, n_samples: int, source: str) -> np.ndarray:
@@ -172,10 +173,11 @@ def checked_anchor_ids(ids: np.ndarray, n_samples: int, source: str) -> np.ndarr
 
 
 def anchor_samples(config: Mapping[str, Any], dataset: MultiViewDataset) -> np.ndarray | None:
-    """Simulation: the ``anchors`` = K samples that every agent holds (a seeded draw, in anchor
-    order), or None without anchors. From data whose views hold the same samples any sample may
-    be drawn (with ``overlap`` < 1 the drawn ones are then held by every modality); from data
-    with one label vector per view, only the samples its ids declare in every view."""
+    """Simulation: the ``anchors`` = K declared samples (a seeded draw, in anchor order), or None
+    without anchors. From data whose views hold the same samples any sample may be drawn (with
+    ``overlap`` < 1 the drawn ones are then held by every modality); from data with one label
+    vector per view, only the samples its ids declare in view 0 and at least one other view
+    (``anchor_candidates``)."""
     count = config["anchors"]
     if not count:
         return None
@@ -184,34 +186,42 @@ def anchor_samples(config: Mapping[str, Any], dataset: MultiViewDataset) -> np.n
         if count > dataset.n_samples:
             raise ConfigError(f"anchors = {count}, but the data has only {dataset.n_samples} samples")
         return rng.choice(dataset.n_samples, count, replace=False)
-    candidates = common_samples(dataset.view_samples)
+    n_modalities = config["num-modalities"] or dataset.n_views
+    candidates = anchor_candidates(dataset.view_samples[:n_modalities])
     if count > len(candidates):
         raise ConfigError(f"anchors = {count}, but {dataset.name} declares only {len(candidates)} samples held in "
-                          "every view (sample ids ids0, ids1, ... shared by all views)")
+                          "view 0 and another view (sample ids ids0, ids1, ... shared by two views)")
     return candidates[rng.choice(len(candidates), count, replace=False)]
 
 
-def rows_of_samples(dataset: MultiViewDataset, view: int, samples: np.ndarray) -> np.ndarray:
-    """The rows of ``view`` that hold ``samples`` (each held by the view), in their order."""
+def held_anchors(dataset: MultiViewDataset, view: int, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, rows): the anchors among ``samples`` (in anchor order) that ``view`` holds, and
+    their rows of the view."""
     if dataset.same_samples:
-        return samples
+        return np.arange(len(samples)), samples
     held = dataset.view_samples[view]
     order = np.argsort(held)
-    return order[np.searchsorted(held, samples, sorter=order)]
+    at = np.minimum(np.searchsorted(held, samples, sorter=order), len(held) - 1)
+    positions = np.flatnonzero(held[order[at]] == samples)
+    return positions, order[at[positions]]
 
 
-def read_anchor_file(path: str, n_samples: int, expected: int) -> np.ndarray:
-    """A site's anchor ids (deployment): one row number of its data file per line, in the anchor
-    order every site shares (``#`` starts a comment); ``expected`` = the run's ``anchors``."""
+def read_anchor_file(path: str, n_samples: int, expected: int) -> tuple[np.ndarray, np.ndarray]:
+    """A site's anchors (deployment), as (positions, rows): one line per anchor, in the anchor
+    order every site shares, the row of the site's data file that holds it or ``-`` when this site
+    does not (``#`` starts a comment); ``expected`` = the run's ``anchors`` lines."""
     try:
         lines = [line.split("#")[0].strip() for line in Path(path).read_text().splitlines()]
-        ids = np.array([int(line) for line in lines if line], dtype=np.int64)
+        entries = [line for line in lines if line]
+        held = [(position, int(entry)) for position, entry in enumerate(entries) if entry != "-"]
     except (OSError, ValueError) as error:
         raise ConfigError(f"anchors file {path}: {error}") from error
-    ids = checked_anchor_ids(ids, n_samples, f"anchors file {path}")
-    if ids.size != expected:
-        raise ConfigError(f"anchors file {path}: {ids.size} ids, but the run has anchors = {expected}")
-    return ids
+    positions, rows = (np.array([pair[i] for pair in held], dtype=np.int64) for i in (0, 1))
+    if held:
+        checked_anchor_ids(rows, n_samples, f"anchors file {path}")
+    if len(entries) != expected:
+        raise ConfigError(f"anchors file {path}: {len(entries)} anchor lines, but the run has anchors = {expected}")
+    return positions, rows
 
 
 @functools.lru_cache(maxsize=2)
@@ -267,24 +277,31 @@ def modality_data(config: Mapping[str, Any], modality: int, data_path: str = "",
     if not 0 <= view_index < dataset.n_views:
         raise ValueError(f"modality {modality} does not exist: {dataset.name} has {dataset.n_views} views")
     method = view_normalisation(config, modality)
+    if data_path and config["anchors"] and not anchors_file and sites_of(config["sites"], modality) > 1:
+        raise ConfigError(f"anchors with several sites of modality {modality}: each site needs its anchors-file "
+                          "(its row of each anchor, or - for one held at another site)")
     if anchors_file and config["anchors"]:
-        anchors = read_anchor_file(anchors_file, len(dataset.views[view_index]), config["anchors"])
+        positions, anchors = read_anchor_file(anchors_file, len(dataset.views[view_index]), config["anchors"])
     else:
         samples = anchor_samples(config, dataset)
-        anchors = None if samples is None else rows_of_samples(dataset, view_index, samples)
+        positions, anchors = (None, None) if samples is None else held_anchors(dataset, view_index, samples)
     if config["task"] == "clustering":
         own = training_order(config, modality, dataset, view_index) if data_path else \
             site_rows(config, modality, site, dataset)  # a deployed site's file holds its own rows only
         held = np.sort(own)
         rows = normalise_view(dataset.views[view_index][held], method)
+        if anchors is not None:  # those this site holds (with several sites, each anchor is at one of them)
+            at = np.minimum(np.searchsorted(held, anchors), len(held) - 1)
+            mine = held[at] == anchors
+            positions, anchors = positions[mine], rows[at[mine]]
         return ModalityData(rows[np.searchsorted(held, own)], rows, dataset.view_labels(view_index)[held],
-                            dataset.n_classes, anchors=None if anchors is None else rows[np.searchsorted(held, anchors)])
+                            dataset.n_classes, anchors=anchors, anchor_positions=positions)
     view = normalise_view(dataset.views[view_index], method)
     order = training_order(config, modality, dataset, view_index)
     test = fold_indices(dataset.labels, config["n-folds"], config["fold"], config["seed"])[1]
     targets = scenario_targets(config) if config["task"] == "regression" else dataset.labels
     return ModalityData(view[order], view[test], dataset.labels[test], dataset.n_classes, targets[order], targets[test],
-                        None if anchors is None else view[anchors])
+                        None if anchors is None else view[anchors], positions)
 
 
 def held_rows(config: Mapping[str, Any], dataset: MultiViewDataset, modality: int) -> np.ndarray:

@@ -28,7 +28,7 @@ from flwr.serverapp.strategy import Strategy
 from otm_fed.alignment import alignment_scores, batch_sample_ids
 from otm_fed.config import ConfigError, gate_thresholds
 from otm_fed.data import MultiViewDataset
-from otm_fed.frames import ConfidenceGate, FrameAlignment, align_frames
+from otm_fed.frames import ConfidenceGate, FrameAlignment, align_frames, pooled_anchor_codes
 from otm_fed.metrics import kmeans_scores
 from otm_fed.mixer import Mixer, MixResult, OTMixer
 from otm_fed.protocol import (
@@ -38,6 +38,7 @@ from otm_fed.protocol import (
     SCORE_NAMES,
     TRAIN,
     Agent,
+    AnchorCodes,
     Hello,
     Payload,
     ProtocolError,
@@ -116,8 +117,8 @@ class OTMStrategy(Strategy):
         self.site_average: dict[int, dict[str, np.ndarray]] = {}  # modality -> its sites' averaged WAE, to send
         self.codes: dict[Agent, np.ndarray] = {}
         self.next_codes: dict[Agent, np.ndarray] = {}  # codes piggy-backed for the next round
-        self.anchor_codes: dict[Agent, np.ndarray] = {}  # its anchors' codes (``anchors`` > 0)
-        self.next_anchor_codes: dict[Agent, np.ndarray] = {}
+        self.anchor_codes: dict[Agent, AnchorCodes] = {}  # the codes of the anchors it holds (``anchors`` > 0)
+        self.next_anchor_codes: dict[Agent, AnchorCodes] = {}
         self.pooled: dict[int, np.ndarray] = {}  # modality -> its sites' codes stacked in site order: Z_m
         self.pool_columns: dict[Agent, slice] = {}  # each site's rows of its modality's Z_m (columns of T_m)
         self.sent_to: dict[str, int] = {}  # message id -> node id, of the exchange in flight
@@ -172,6 +173,14 @@ class OTMStrategy(Strategy):
             pooled[modality] = codes[sites[0]] if len(sites) == 1 else np.concatenate([codes[a] for a in sites])
         return pooled
 
+    def pooled_anchors(self, modality: int) -> np.ndarray:
+        """The anchors' codes of a modality, K x d in anchor order, from its sites whose codes are
+        this round's (an anchor two sites claim from the lower site; NaN rows for anchors none of
+        them holds)."""
+        parts = [(self.anchor_codes[agent].positions, self.anchor_codes[agent].codes.astype(np.float64))
+                 for agent in sorted(self.anchor_codes) if agent[0] == modality and agent in self.codes]
+        return pooled_anchor_codes(parts, self.config["anchors"], self.config["latent-dim"])
+
     def site_plan(self, agent: Agent, plan: np.ndarray) -> np.ndarray:
         """A site's own columns of T_m, scaled by N_m / N_s so that each column carries 1/N_s
         (eq. 4 divides by the columns' mass, so its target rows are unchanged); the whole T_m for
@@ -204,7 +213,7 @@ class OTMStrategy(Strategy):
             return None
         rng = np.random.default_rng([self.config["seed"], server_round, 3])
         search = server_round % self.config["align-refresh"] == 0
-        anchors = {m: self.anchor_codes[(m, 0)].astype(np.float64) for m in codes} if self.config["anchors"] else None
+        anchors = {m: self.pooled_anchors(m) for m in codes} if self.config["anchors"] else None
         alignment = align_frames({m: codes[m].astype(np.float64) for m in codes}, self.rotations,
                                  self.config["align-starts"], rng, search, anchors)
         self.rotations.update({m: frame.rotation for m, frame in alignment.frames.items()})
@@ -616,7 +625,7 @@ class OTMStrategy(Strategy):
     def collect_codes(self, server_round: int, grid: Grid, node_ids: list[int]) -> None:
         """QUERY the nodes whose codes are not held yet; keep each valid reply's codes under the
         modality it states."""
-        def read(payload: Payload) -> tuple[Agent, np.ndarray, np.ndarray | None]:
+        def read(payload: Payload) -> tuple[Agent, np.ndarray, AnchorCodes | None]:
             return read_codes_reply(payload, self.config["latent-dim"], self.config["batch-size"],
                                     self.config["anchors"])
 

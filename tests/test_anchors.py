@@ -7,9 +7,11 @@ import pytest
 from scipy.stats import ortho_group
 
 from otm_fed.config import ConfigError, resolve_config
-from otm_fed.frames import align_frames, anchor_confidence, anchor_fit_gain, leave_one_out_misfits, procrustes_misfit
+from otm_fed.frames import (align_frames, anchor_confidence, anchor_fit_gain, leave_one_out_misfits,
+                            pooled_anchor_codes, procrustes_misfit)
 from otm_fed.data import normalise_view
-from otm_fed.protocol import ANCHOR_CODES, LATENT_CODES, ProtocolError, codes_reply, read_codes_reply
+from otm_fed.protocol import (ANCHOR_CODES, ANCHOR_POSITIONS, LATENT_CODES, AnchorCodes, ProtocolError, codes_reply,
+                              read_codes_reply)
 from otm_fed.results import read_rounds
 from otm_fed.scenario import anchor_samples, modality_data, read_anchor_file, scenario_dataset, view_normalisation
 from launcher.inprocess import run_inprocess
@@ -46,12 +48,62 @@ def test_bad_anchor_files_are_refused_with_one_clear_error(tmp_path, ids, messag
 def test_anchor_counts_must_fit_the_data_and_the_run(tmp_path):
     path = tmp_path / "anchors.txt"
     path.write_text("# shared reference set\n4\n9  # a comment\n")
-    assert read_anchor_file(str(path), 600, 2).tolist() == [4, 9]
-    with pytest.raises(ConfigError, match="2 ids, but the run has anchors = 3"):
+    positions, rows = read_anchor_file(str(path), 600, 2)
+    assert positions.tolist() == [0, 1] and rows.tolist() == [4, 9]
+    with pytest.raises(ConfigError, match="2 anchor lines, but the run has anchors = 3"):
         read_anchor_file(str(path), 600, 3)
     with pytest.raises(ConfigError, match="anchors = 700, but the data has only 600 samples"):
         config = resolve_config("synthetic", {"anchors": "700"})
         anchor_samples(config, scenario_dataset(config))
+
+
+def test_an_anchor_file_marks_the_anchors_held_elsewhere_with_a_dash(tmp_path):
+    path = tmp_path / "anchors.txt"
+    path.write_text("-\n12\n-  # at the modality's other site\n3\n")
+    positions, rows = read_anchor_file(str(path), 600, 4)
+    assert positions.tolist() == [1, 3] and rows.tolist() == [12, 3]
+    path.write_text("-\n-\n")
+    positions, rows = read_anchor_file(str(path), 600, 2)
+    assert positions.size == rows.size == 0
+
+
+def test_a_deployed_site_of_a_modality_held_at_several_sites_needs_its_anchors_file(tmp_path):
+    path = tmp_path / "site.npz"
+    np.savez(path, X0=np.random.default_rng(0).normal(size=(40, 5)), y=np.arange(40) % 4)
+    config = resolve_config("synthetic", {"sites": "2", "anchors": "5"})
+    with pytest.raises(ConfigError, match="each site needs its anchors-file"):
+        modality_data(config, 0, str(path), site=1)
+    anchors = tmp_path / "anchors.txt"
+    anchors.write_text("-\n3\n-\n-\n7\n")
+    data = modality_data(config, 0, str(path), str(anchors), site=1)
+    assert data.anchor_positions.tolist() == [1, 4] and len(data.anchors) == 2
+
+
+def test_pooled_anchor_codes_take_each_anchor_from_the_lowest_site_that_holds_it():
+    low = (np.array([0, 2]), np.array([[1.0, 1.0], [2.0, 2.0]]))
+    high = (np.array([2, 3]), np.array([[9.0, 9.0], [3.0, 3.0]]))
+    pooled = pooled_anchor_codes([low, high], 5, 2)
+    np.testing.assert_array_equal(pooled[[0, 2, 3]], [[1, 1], [2, 2], [3, 3]])
+    assert np.isnan(pooled[[1, 4]]).all()
+
+
+def test_frames_fit_each_modality_on_the_anchors_it_shares_with_the_reference():
+    """Modality 1 holds the anchors, modality 2 only the first 12 (NaN rows for the rest): each is
+    fitted and read as if its shared anchors were all there were; one that shares none reads 0."""
+    rng = np.random.default_rng(8)
+    base = rng.normal(size=(60, 4))
+    anchors_base = rng.normal(size=(20, 4))
+    rotations = [np.eye(4), ortho_group.rvs(4, random_state=1), ortho_group.rvs(4, random_state=2)]
+    codes = {m: base[rng.permutation(60)] @ q for m, q in enumerate(rotations)}
+    anchors = {m: anchors_base @ q + 0.3 * rng.normal(size=(20, 4)) for m, q in enumerate(rotations)}
+    partial = {**anchors, 2: np.where(np.arange(20)[:, None] < 12, anchors[2], np.nan)}
+    fit = align_frames(codes, {}, 0, np.random.default_rng(0), anchors=partial)
+    alone = align_frames({0: codes[0], 2: codes[2]}, {}, 0, np.random.default_rng(0),
+                         anchors={0: anchors[0][:12], 2: anchors[2][:12]})
+    np.testing.assert_allclose(fit.frames[2].rotation, alone.frames[2].rotation, atol=1e-8)
+    assert fit.confidences[1] > 0.5 and fit.confidences[2] > 0.5
+    none = {**anchors, 2: np.full((20, 4), np.nan)}
+    assert align_frames(codes, {}, 0, np.random.default_rng(0), anchors=none).confidences[2] == 0.0
 
 
 def test_cli_refuses_more_anchors_than_samples_before_any_round(tmp_path, capsys):
@@ -153,15 +205,23 @@ def test_with_anchors_the_gate_reads_the_anchors_correspondence():
     assert strategy.gate.thresholds == {"confidence": 0.5}  # the anchor threshold, not gate-threshold's 0.25
 
 
-def test_codes_reply_carries_exactly_the_run_s_anchors():
-    codes, anchors = np.zeros((8, 4), np.float32), np.ones((3, 4), np.float32)
-    payload = from_records(to_records(codes_reply(1, codes, anchors)))
-    assert read_codes_reply(payload, 4, 8, n_anchors=3)[2].tolist() == anchors.tolist()
-    for expected in (0, 2):
-        with pytest.raises(ProtocolError):
-            read_codes_reply(payload, 4, 8, n_anchors=expected)
-    with pytest.raises(ProtocolError, match="anchors: missing"):
-        read_codes_reply(from_records(to_records(codes_reply(1, codes))), 4, 8, n_anchors=3)
+def test_codes_reply_carries_the_codes_and_positions_of_the_anchors_an_agent_holds():
+    codes = np.zeros((8, 4), np.float32)
+    held = AnchorCodes(np.array([4, 0, 2]), np.arange(12, dtype=np.float32).reshape(3, 4))
+    payload = from_records(to_records(codes_reply(1, codes, held)))
+    read = read_codes_reply(payload, 4, 8, n_anchors=5)[2]
+    assert read.positions.tolist() == [4, 0, 2] and read.codes.tolist() == held.codes.tolist()
+    with pytest.raises(ProtocolError, match="unexpected"):
+        read_codes_reply(payload, 4, 8, n_anchors=0)  # a run without anchors takes none
+    with pytest.raises(ProtocolError, match="distinct, in 0..3"):
+        read_codes_reply(payload, 4, 8, n_anchors=4)  # position 4 does not exist
+    with pytest.raises(ProtocolError, match="distinct"):
+        read_codes_reply(from_records(to_records(codes_reply(1, codes, AnchorCodes(np.array([1, 1, 2]), held.codes)))),
+                         4, 8, n_anchors=5)
+    with pytest.raises(ProtocolError, match="one per anchor code row"):
+        read_codes_reply(from_records(to_records(codes_reply(1, codes, AnchorCodes(np.array([1, 2]), held.codes)))),
+                         4, 8, n_anchors=5)
+    assert read_codes_reply(from_records(to_records(codes_reply(1, codes))), 4, 8, n_anchors=5)[2] is None  # holds none
 
 
 def test_wire_audit_anchor_rows_travel_only_in_the_anchor_record(tmp_path):
@@ -177,7 +237,8 @@ def test_wire_audit_anchor_rows_travel_only_in_the_anchor_record(tmp_path):
     with_codes = [entry for entry in AUDIT if LATENT_CODES in entry.get("arrays", {})]
     assert len(with_codes) == 3 + 3 * 2  # round 1's QUERY, then the next codes of rounds 1 and 2
     for entry in with_codes:
-        assert entry["arrays"] == {LATENT_CODES: (64, 16)} and entry["anchors"] == {ANCHOR_CODES: (5, 16)}
+        assert entry["arrays"] == {LATENT_CODES: (64, 16)}
+        assert entry["anchors"] == {ANCHOR_CODES: (5, 16), ANCHOR_POSITIONS: (5,)}
     assert all("anchors" not in entry for entry in AUDIT if entry not in with_codes)
     ids, views = anchor_samples(config, scenario_dataset(config)), scenario_dataset(config).views
     for m in range(3):

@@ -2,6 +2,7 @@
 sample ids), the simulated split of a paired data set (overlap, class shift, declared anchors),
 and what an agent, the anchors and the alignment diagnostic make of it."""
 
+import functools
 import json
 
 import numpy as np
@@ -10,7 +11,7 @@ import scipy.io
 
 from launcher.cli import main
 from otm_fed.alignment import alignment_scores, batch_sample_ids
-from otm_fed.cohorts import CohortError, common_samples, split_samples
+from otm_fed.cohorts import CohortError, anchor_candidates, split_samples
 from otm_fed.config import ConfigError, resolve_config
 from otm_fed.data import DatasetFormatError, load_multiview, make_synthetic, normalise_view
 from otm_fed.scenario import anchor_samples, check_fits, held_rows, modality_data, scenario_dataset
@@ -19,16 +20,17 @@ from tests.test_cli import refusal
 LABELS = np.repeat(np.arange(4), [50, 30, 15, 5])  # 100 samples, unbalanced classes
 
 
-def omics_file(path, rows=(60, 72, 64), ids: bool = False, seed: int = 5):
+def omics_file(path, rows=(60, 72, 64), ids: bool = False, seed: int = 5, shared=(20, 20)):
     """The shape of a single-cell multi-omics set measured on different cells: three views of 30
     features, different cell counts, one label vector per view (labels 1..4). With ``ids`` the
-    first 20 cells of every view are declared the same cells."""
+    first ``shared[m - 1]`` cells of view m > 0 are declared view 0's first ones (20: all three
+    views hold the same 20 cells)."""
     data = make_synthetic(sum(rows), 4, (30, 30, 30), weak_view=None, seed=seed)
     parts = np.split(np.random.default_rng(0).permutation(data.n_samples), np.cumsum(rows)[:-1])
     arrays = {}
     for m, part in enumerate(parts):
         if ids:
-            part = np.concatenate([parts[0][:20], part[20:]]) if m else part
+            part = np.concatenate([parts[0][:shared[m - 1]], part[shared[m - 1]:]]) if m else part
             arrays[f"ids{m}"] = np.array([f"cell-{i}" for i in part])
         arrays[f"X{m}"], arrays[f"y{m}"] = data.views[m][part], data.labels[part] + 1
     np.savez(path, **arrays)
@@ -54,7 +56,7 @@ def test_a_view_may_lack_a_class_and_labels_stay_one_code_across_views(tmp_path)
 def test_sample_ids_declare_the_rows_views_share(tmp_path):
     data = load_multiview(omics_file(tmp_path / "omics.npz", ids=True))
     assert data.n_samples == 196 - 2 * 20  # the first 20 cells of views 1 and 2 are view 0's
-    assert len(common_samples(data.view_samples)) == 20
+    assert len(anchor_candidates(data.view_samples)) == 20
     raw = np.load(tmp_path / "omics.npz")
     shared = raw["ids0"][:20]
     for m in (1, 2):
@@ -101,7 +103,7 @@ def test_overlap_one_holds_every_sample_everywhere_and_zero_deals_each_sample_on
     parts = split_samples(LABELS, 3, 0.0, 0.0, seed=0)
     assert sorted(np.concatenate(parts).tolist()) == list(range(100)) and [len(p) for p in parts] == [34, 33, 33]
     half = split_samples(LABELS, 3, 0.5, 0.0, seed=0)
-    assert len(common_samples(half)) == 50 and len(np.unique(np.concatenate(half))) == 100
+    assert len(functools.reduce(np.intersect1d, half)) == 50 and len(np.unique(np.concatenate(half))) == 100
     again = split_samples(LABELS, 3, 0.5, 0.0, seed=0)
     assert all(np.array_equal(a, b) for a, b in zip(half, again))
 
@@ -109,7 +111,7 @@ def test_overlap_one_holds_every_sample_everywhere_and_zero_deals_each_sample_on
 def test_declared_samples_are_held_by_every_modality_and_overlap_counts_the_rest():
     declared = np.array([3, 50, 97])
     parts = split_samples(LABELS, 3, 0.0, 0.0, seed=1, declared=declared)
-    assert np.array_equal(common_samples(parts), np.sort(declared))
+    assert np.array_equal(functools.reduce(np.intersect1d, parts), np.sort(declared))
     assert sum(len(p) for p in parts) == 97 + 3 * 3
 
 
@@ -152,12 +154,38 @@ def test_anchors_of_a_per_view_file_are_drawn_from_its_declared_samples(tmp_path
     config = resolve_config("synthetic", {"dataset": str(path), "anchors": "8", "batch-size": "32"})
     dataset = scenario_dataset(config)
     anchors = anchor_samples(config, dataset)
-    assert set(anchors) <= set(common_samples(dataset.view_samples))
+    assert set(anchors) <= set(anchor_candidates(dataset.view_samples))
     for m in range(3):  # the same cells, in one order, each view's own (normalised) features of them
         rows = [int(np.flatnonzero(dataset.view_samples[m] == sample)[0]) for sample in anchors]
         np.testing.assert_array_equal(modality_data(config, m).anchors, normalise_view(dataset.views[m], "zscore")[rows])
-    with pytest.raises(ConfigError, match="declares only 20 samples held in every view"):
+    with pytest.raises(ConfigError, match="declares only 20 samples held in view 0 and another view"):
         anchor_samples(resolve_config("synthetic", {"dataset": str(path), "anchors": "21"}), dataset)
+
+
+def test_pairs_declared_in_some_views_are_anchors_of_the_views_that_hold_them(tmp_path):
+    """View 1 holds 20 of view 0's cells, view 2 only 10 of them: all 20 are anchors; view 2 sends
+    the codes of its 10, at their positions in the shared order."""
+    path = omics_file(tmp_path / "omics.npz", ids=True, shared=(20, 10))
+    config = resolve_config("synthetic", {"dataset": str(path), "anchors": "20", "batch-size": "32"})
+    dataset = scenario_dataset(config)
+    anchors = anchor_samples(config, dataset)
+    assert sorted(anchors) == sorted(anchor_candidates(dataset.view_samples))
+    for m, count in ((0, 20), (1, 20), (2, 10)):
+        data = modality_data(config, m)
+        assert len(data.anchor_positions) == len(data.anchors) == count
+        held = anchors[data.anchor_positions]  # the samples at those positions, each a row of view m
+        rows = [int(np.flatnonzero(dataset.view_samples[m] == sample)[0]) for sample in held]
+        np.testing.assert_array_equal(data.anchors, normalise_view(dataset.views[m], "zscore")[rows])
+    assert set(anchors[modality_data(config, 2).anchor_positions]) == set(dataset.view_samples[2]) & set(anchors)
+
+
+def test_with_several_sites_each_anchor_is_held_by_one_site_of_every_modality():
+    config = resolve_config("synthetic", {"sites": "3", "anchors": "30", "batch-size": "64"})
+    for m in range(3):
+        sites = [modality_data(config, m, site=s) for s in range(3)]
+        positions = np.concatenate([data.anchor_positions for data in sites])
+        assert sorted(positions.tolist()) == list(range(30))
+        assert all(0 < len(data.anchors) < 30 for data in sites)
 
 
 def test_the_alignment_diagnostic_names_samples_so_only_shared_cells_count_as_counterparts(tmp_path):

@@ -133,23 +133,31 @@ def test_a_run_that_cannot_start_says_why_in_one_line(tmp_path):
                                 f"in '{tmp_path / 'pyproject.toml'}'. File may be missing or invalid.")
 
 
-def test_a_site_node_config_names_its_site_and_the_demo_writes_each_site_its_rows(tmp_path):
+def test_a_site_node_config_names_its_site_and_the_demo_writes_each_site_its_rows_and_anchors(tmp_path):
     import numpy as np
 
     from launcher.cli import write_site_files
     from launcher.deploy import node_config_text
     from otm_fed.config import resolve_config
-    from otm_fed.scenario import scenario_dataset
+    from otm_fed.scenario import anchor_samples, read_anchor_file, scenario_dataset
 
-    text = node_config_text(1, tmp_path / "site.npz", tmp_path / "state", site=2)
+    text = node_config_text(1, tmp_path / "site.npz", tmp_path / "state", site=2, anchors_file=tmp_path / "a.txt")
     assert tomllib.loads(text.replace(" ", "\n"))["site"] == 2
-    assert "site" not in tomllib.loads(node_config_text(1, tmp_path / "site.npz", tmp_path / "state").replace(" ", "\n"))
-    config = resolve_config("synthetic", {"synthetic-samples": "120", "sites": "3"})
+    assert tomllib.loads(text.replace(" ", "\n"))["anchors-file"] == str(tmp_path / "a.txt")
+    plain = tomllib.loads(node_config_text(1, tmp_path / "site.npz", tmp_path / "state").replace(" ", "\n"))
+    assert "site" not in plain and "anchors-file" not in plain
+    config = resolve_config("synthetic", {"synthetic-samples": "120", "sites": "3", "anchors": "12"})
     dataset = scenario_dataset(config)
     files = write_site_files(config, dataset, 3, tmp_path / "sites")
     assert sorted(files) == [(m, s) for m in range(3) for s in range(3)]
     for modality in range(3):
-        held = [np.load(files[(modality, site)]) for site in range(3)]
+        held = [np.load(files[(modality, site)].data) for site in range(3)]
         assert sum(len(part["y"]) for part in held) == 120
         rows = np.concatenate([part["X0"] for part in held])
         assert np.unique(rows, axis=0).shape == dataset.views[modality].shape  # every row once
+        found = np.full((12, dataset.views[modality].shape[1]), np.nan)
+        for site, part in enumerate(held):  # each anchor at one site, at the row its file names
+            positions, anchor_rows = read_anchor_file(str(files[(modality, site)].anchors), len(part["y"]), 12)
+            assert np.isnan(found[positions]).all()
+            found[positions] = part["X0"][anchor_rows]
+        np.testing.assert_array_equal(found, dataset.views[modality][anchor_samples(config, dataset)])

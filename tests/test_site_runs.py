@@ -13,7 +13,8 @@ from flwr.clientapp import ClientApp
 from clients import client_app
 from launcher.inprocess import InProcessGrid, run_inprocess
 from otm_fed.config import DEFAULTS, ConfigError, config_from_run_config, resolve_config
-from otm_fed.protocol import MIXED_BARYCENTER, PLAN_COLS, PLAN_ROWS, PLAN_SHAPE, PLAN_VALUES, SERVER_GRADIENT
+from otm_fed.protocol import (ANCHOR_POSITIONS, MIXED_BARYCENTER, PLAN_COLS, PLAN_ROWS, PLAN_SHAPE, PLAN_VALUES,
+                              SERVER_GRADIENT)
 from otm_fed.results import CONFIG_FILE, RunRecorder, read_rounds
 from otm_fed.plans import SparsePlan, decode_plan
 from otm_fed_flwr.records import from_records
@@ -33,6 +34,17 @@ class BlockRecordingStrategy(OTMStrategy):
     def mix(self, server_round, codes):
         MIXED_BLOCKS.append([len(codes[m]) for m in sorted(codes)])
         return super().mix(server_round, codes)
+
+
+POOLED_ANCHORS: list[dict[int, np.ndarray]] = []
+
+
+class AnchorPoolStrategy(OTMStrategy):
+    """OTM that notes each modality's pooled anchor codes as the frames receive them."""
+
+    def align(self, server_round, codes):
+        POOLED_ANCHORS.append({m: self.pooled_anchors(m) for m in codes})
+        return super().align(server_round, codes)
 
 
 def recording_app(seen: list) -> ClientApp:
@@ -177,13 +189,30 @@ def test_a_site_whose_data_width_differs_from_its_modality_is_refused_before_any
 
 @pytest.mark.parametrize("overrides, message", [
     ({"task": "classification"}, "run task = clustering only"),
-    ({"anchors": "10"}, "anchors need one site per modality"),
     ({"sites": "3,0,1"}, "modality 1 no site"),
 ])
 def test_sites_with_what_they_cannot_run_are_refused_in_one_line(overrides, message):
     with pytest.raises(ConfigError, match=message) as refused:
         resolve_config("synthetic", {**SITES, **overrides})
     assert "\n" not in str(refused.value)
+
+
+def test_anchors_held_across_a_modality_s_sites_are_pooled_in_anchor_order(tmp_path):
+    """Each anchor is held by one site of each modality; each site sends the codes of its own with
+    their positions, and the server puts every modality's K anchors together before the frames."""
+    seen, POOLED_ANCHORS[:] = [], []
+    rows, _ = run(tmp_path, recording_app(seen), anchors=12, strategy="tests.test_site_runs:AnchorPoolStrategy")
+    assert len(rows) == 3 and len(POOLED_ANCHORS) == 3
+    sent: dict[tuple[int, int], np.ndarray] = {}
+    for kind, agent, _, reply in seen:
+        if kind == "query":
+            sent[agent] = reply.anchors[ANCHOR_POSITIONS]
+    for modality, n_sites in enumerate((3, 2, 1)):
+        positions = np.concatenate([sent[(modality, site)] for site in range(n_sites)])
+        assert sorted(positions.tolist()) == list(range(12))
+    assert all(np.isfinite(pooled).all() and pooled.shape == (12, 16)
+               for round_pooled in POOLED_ANCHORS for pooled in round_pooled.values())
+    assert all(set(row["frames"]["confidence"]) == {"0", "1", "2"} for row in rows)
 
 
 def test_each_site_gets_the_targets_of_its_own_rows_of_the_pooled_plan():

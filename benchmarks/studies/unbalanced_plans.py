@@ -84,7 +84,7 @@ def run_rows(run_dir: Path) -> list[dict[str, Any]]:
     """The study's rows for one local-only run folder: one per (other modality, plan)."""
     from otm_fed.agent import ModalityAgent, latest_checkpoint
     from otm_fed.config import resolve_config
-    from otm_fed.frames import align_frames
+    from otm_fed.frames import align_frames, pooled_anchor_codes
     from otm_fed.scenario import modality_data, scenario_dataset
 
     stored = tomllib.loads((run_dir / CONFIG_FILE).read_text())
@@ -100,7 +100,8 @@ def run_rows(run_dir: Path) -> list[dict[str, Any]]:
                                   replace=False))
         codes[m], labels[m] = agent.encode(agent.data.evaluation[rows]).astype(np.float64), agent.data.labels[rows]
         if agent.data.anchors is not None:
-            anchors[m] = agent.encode(agent.data.anchors).astype(np.float64)
+            anchors[m] = pooled_anchor_codes([(agent.data.anchor_positions, agent.encode(agent.data.anchors))],
+                                             config["anchors"], config["latent-dim"])
     alignment = align_frames(codes, {}, config["align-starts"], rng, True, anchors or None)
     common = {m: alignment.frames[m].to_common(z) for m, z in codes.items()}
     n_classes = scenario_dataset(config).n_classes
