@@ -167,6 +167,8 @@ COMMANDS: dict[str, str] = {
                                                   "overlap=0:shift=0:paired=0.05 --seeds 5 --first-seed 0 --jobs 1 "
                                                   "--runs-dir runs/patients --json "
                                                   "results/patients-handwritten-paired5-seeds0-4.json",
+    "anchor-confidence-cost.json": "python benchmarks/studies/anchor_confidence_cost.py --json "
+                                   "results/anchor-confidence-cost.json",
     "unbalanced-plans-seeds0-4.json": "python benchmarks/studies/unbalanced_plans.py --runs runs/patients --json "
                                       "results/unbalanced-plans-seeds0-4.json",
     "sites-seeds0-4.json": "python benchmarks/sites.py --datasets synthetic,prokaryotic,handwritten --seeds 5 "

@@ -28,9 +28,10 @@ fit of a structure-free copy of the same codes. ``ConfidenceGate`` decides on it
 modality has never been mixed: mixing pulls a modality's codes towards the barycenter, so its
 confidence afterwards measures an alignment the mix itself made (docs/findings/alignment-and-gate.md).
 
-Anchors (optional): K samples held by every agent, whose codes arrive in one shared order. Their
-rows correspond, so orthogonal Procrustes on them gives Q_m in closed form; the batch refines it.
-They also show correspondence itself, which the batches cannot: with anchors the gate reads
+Anchors (optional): K declared samples, each held in several modalities, whose codes arrive at
+their positions in one shared order. Their rows correspond, so orthogonal Procrustes on those a
+modality shares with the reference gives Q_m in closed form; the batch refines it. They also
+show correspondence itself, which the batches cannot: with anchors the gate reads
 ``anchor_confidence``, how much better the anchors fit one another in their true pairing than in
 random pairings (a permutation test of Procrustes fit, Jackson's PROTEST).
 """

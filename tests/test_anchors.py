@@ -1,4 +1,5 @@
-"""Anchors (beyond the paper): K samples every agent holds, whose codes travel in a record of their own."""
+"""Anchors (beyond the paper): K declared samples held in several modalities, whose codes travel in a record of
+their own."""
 
 import re
 
