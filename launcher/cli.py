@@ -257,7 +257,7 @@ def write_site_files(config: dict, dataset, n_modalities: int, folder: Path) -> 
     import numpy as np
 
     from launcher.deploy import SiteFiles
-    from otm_fed.scenario import anchor_samples, held_anchors, sites_rows
+    from otm_fed.scenario import anchor_samples, find_values, held_anchors, sites_rows
 
     folder.mkdir(parents=True, exist_ok=True)
     samples = anchor_samples(config, dataset)
@@ -271,10 +271,9 @@ def write_site_files(config: dict, dataset, n_modalities: int, folder: Path) -> 
             anchors = None
             if samples is not None:
                 lines = ["-"] * len(samples)
-                for position, row in zip(positions, anchor_rows):
-                    at = np.searchsorted(rows, row)
-                    if at < len(rows) and rows[at] == row:
-                        lines[position] = str(at)
+                found, at = find_values(rows, anchor_rows)
+                for position, row in zip(positions[found], at[found]):
+                    lines[position] = str(row)
                 anchors = folder / f"{stem}.anchors.txt"
                 anchors.write_text("\n".join(lines) + "\n")
             files[(modality, site)] = SiteFiles(folder / f"{stem}.npz", anchors)

@@ -194,16 +194,21 @@ def anchor_samples(config: Mapping[str, Any], dataset: MultiViewDataset) -> np.n
     return candidates[rng.choice(len(candidates), count, replace=False)]
 
 
+def find_values(ordered: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(found, at): whether each of ``values`` is in the sorted, distinct ``ordered``, and its
+    index there (meaningful where found)."""
+    at = np.minimum(np.searchsorted(ordered, values), max(len(ordered) - 1, 0))
+    return (ordered[at] == values) if len(ordered) else np.zeros(len(values), bool), at
+
+
 def held_anchors(dataset: MultiViewDataset, view: int, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(positions, rows): the anchors among ``samples`` (in anchor order) that ``view`` holds, and
     their rows of the view."""
     if dataset.same_samples:
         return np.arange(len(samples)), samples
-    held = dataset.view_samples[view]
-    order = np.argsort(held)
-    at = np.minimum(np.searchsorted(held, samples, sorter=order), len(held) - 1)
-    positions = np.flatnonzero(held[order[at]] == samples)
-    return positions, order[at[positions]]
+    order = np.argsort(dataset.view_samples[view])
+    found, at = find_values(dataset.view_samples[view][order], samples)
+    return np.flatnonzero(found), order[at[found]]
 
 
 def read_anchor_file(path: str, n_samples: int, expected: int) -> tuple[np.ndarray, np.ndarray]:
@@ -291,8 +296,7 @@ def modality_data(config: Mapping[str, Any], modality: int, data_path: str = "",
         held = np.sort(own)
         rows = normalise_view(dataset.views[view_index][held], method)
         if anchors is not None:  # those this site holds (with several sites, each anchor is at one of them)
-            at = np.minimum(np.searchsorted(held, anchors), len(held) - 1)
-            mine = held[at] == anchors
+            mine, at = find_values(held, anchors)
             positions, anchors = positions[mine], rows[at[mine]]
         return ModalityData(rows[np.searchsorted(held, own)], rows, dataset.view_labels(view_index)[held],
                             dataset.n_classes, anchors=anchors, anchor_positions=positions)
