@@ -49,7 +49,8 @@ PROCRUSTES_STEPS = 30
 PROCRUSTES_TOL = 1e-7
 GW_STEPS = 100
 SEARCH_ROWS = 128  # rows per batch on which fresh GW starts are searched (``searched_rotation``)
-ANCHOR_PERMUTATIONS = 100  # random pairings of the anchors in ``anchor_confidence``'s null
+ANCHOR_PERMUTATIONS = 100  # random pairings of the anchors in ``anchor_fit_gain``'s null
+ANCHOR_NULL_ROWS = 1000  # paired rows of ``anchor_confidence``'s null: pairings x anchors (``null_pairings``)
 
 
 @dataclass(frozen=True)
@@ -221,11 +222,19 @@ def leave_one_out_misfits(x: np.ndarray, y: np.ndarray, orders: np.ndarray) -> t
     return true, null
 
 
+def null_pairings(n_anchors: int) -> int:
+    """Random pairings for the null of K anchors: ``ANCHOR_PERMUTATIONS`` (100) up to 10 anchors,
+    then ``ANCHOR_NULL_ROWS`` / K (at least 10). The spread of a random pairing's m^2 falls about
+    as 1 / sqrt(K), so K x pairings held near 1,000 keeps the null's precision where the gate's
+    threshold was chosen (10 anchors, 100 pairings) while the cost stops growing with K."""
+    return int(min(ANCHOR_PERMUTATIONS, max(10, np.ceil(ANCHOR_NULL_ROWS / max(n_anchors, 1)))))
+
+
 def anchor_confidence(x_anchors: np.ndarray, y_anchors: np.ndarray, rng: np.random.Generator,
-                      permutations: int = ANCHOR_PERMUTATIONS) -> float:
+                      permutations: int | None = None) -> float:
     """The smallest ``anchor_fit_gain`` with one anchor left out (the jackknife minimum, the
-    left-out sets' nulls sharing ``permutations`` random pairings: ``leave_one_out_misfits``;
-    the plain gain below 3 anchors). Near 1 when the two modalities' anchor codes are a similar
+    left-out sets' nulls sharing ``permutations`` random pairings, by default ``null_pairings``:
+    ``leave_one_out_misfits``; the plain gain below 3 anchors). Near 1 when the two modalities' anchor codes are a similar
     copy of each other, near 0 when the true correspondence fits no better than a random one: it
     tests correspondence, which ``alignment_confidence`` (structure against a structure-free copy)
     cannot. Leaving one out keeps a single anchor that is extreme in both modalities (a movie with
@@ -233,6 +242,7 @@ def anchor_confidence(x_anchors: np.ndarray, y_anchors: np.ndarray, rng: np.rand
     codes of Movies' seed-2 run, with its 10 anchors, the plain gain reads 0.23 and the jackknife
     0.08 (docs/findings/anchors.md)."""
     k = len(x_anchors)
+    permutations = permutations or null_pairings(k)
     if k < 3:
         return anchor_fit_gain(x_anchors, y_anchors, rng, permutations)
     orders = np.stack([rng.permutation(k) for _ in range(permutations)])

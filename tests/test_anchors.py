@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import ortho_group
 
 from otm_fed.config import ConfigError, resolve_config
-from otm_fed.frames import (align_frames, anchor_confidence, anchor_fit_gain, leave_one_out_misfits,
+from otm_fed.frames import (align_frames, anchor_confidence, anchor_fit_gain, leave_one_out_misfits, null_pairings,
                             pooled_anchor_codes, procrustes_misfit)
 from otm_fed.data import normalise_view
 from otm_fed.protocol import (ANCHOR_CODES, ANCHOR_POSITIONS, LATENT_CODES, AnchorCodes, ProtocolError, codes_reply,
@@ -176,6 +176,16 @@ def test_leave_one_out_misfits_match_refitting_each_left_out_set():
             pairing[np.argsort(order)[i]] = order[i]  # y once paired with x_i takes x_i's partner
             assert sorted(pairing[rest]) == rest.tolist()
             assert null[p, i] == pytest.approx(procrustes_misfit(x[pairing[rest]], y[rest]), rel=1e-10)
+
+
+def test_the_null_keeps_about_a_thousand_paired_rows_and_its_precision_as_anchors_grow():
+    assert [null_pairings(k) for k in (3, 10, 50, 400)] == [100, 100, 20, 10]
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(60, 16))
+    y = x @ ortho_group.rvs(16, random_state=9) + rng.normal(size=(60, 16))
+    by_default = [anchor_confidence(x, y, np.random.default_rng(seed)) for seed in range(5)]
+    with_all = [anchor_confidence(x, y, np.random.default_rng(seed), 100) for seed in range(5)]
+    assert abs(np.mean(by_default) - np.mean(with_all)) < 0.005 and np.std(by_default) < 0.01
 
 
 def test_one_anchor_extreme_in_both_modalities_is_not_read_as_correspondence():
