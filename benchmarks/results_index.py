@@ -171,6 +171,9 @@ COMMANDS: dict[str, str] = {
                                                    "overlap=0:shift=0:paired=0.2 --seeds 5 --first-seed 0 --jobs 1 "
                                                    "--runs-dir runs/patients --json "
                                                    "results/patients-handwritten-paired20-seeds0-4.json",
+    "patients-synthetic-grid-seeds0-4.json": "python benchmarks/patients.py --datasets synthetic --seeds 5 "
+                                             "--first-seed 0 --jobs 1 --runs-dir runs/patients-grid --json "
+                                             "results/patients-synthetic-grid-seeds0-4.json",
     "anchor-confidence-cost.json": "python benchmarks/studies/anchor_confidence_cost.py --json "
                                    "results/anchor-confidence-cost.json",
     "unbalanced-plans-seeds0-4.json": "python benchmarks/studies/unbalanced_plans.py --runs runs/patients --json "
