@@ -129,7 +129,8 @@ KEYS: dict[str, Key] = {
     "gate-window": Key(10, "rounds averaged by the gate", minimum=1),
     # Anchors (docs/findings/anchors.md)
     "anchors": Key(0, "K declared samples held in modality 0 and another (with one y: in every one) whose codes "
-                   "fit the frames and gate the mix (0: none; they reveal that those samples are held in both)", minimum=0),
+                   "fit the frames and gate the mix (0: none; they reveal that those samples are held in both)",
+                   minimum=0),
     "anchor-gate-threshold": Key(0.5, "with anchors: a modality mixes once its anchors' mean correspondence over "
                                  "gate-window rounds reaches this", minimum=0),
     # Local training (docs/findings/local-training.md)

@@ -216,7 +216,7 @@ def leave_one_out_misfits(x: np.ndarray, y: np.ndarray, orders: np.ndarray) -> t
     null = np.empty(orders.shape)
     for p, (order, back) in enumerate(zip(orders, inverse)):
         partner_x, partner_y = x[order], y[back]  # x paired with y_i, y paired with x_i
-        cross = (x[order].T @ y - partner_x[:, :, None] * y[:, None, :] - x[:, :, None] * partner_y[:, None, :]
+        cross = (partner_x.T @ y - partner_x[:, :, None] * y[:, None, :] - x[:, :, None] * partner_y[:, None, :]
                  + partner_x[:, :, None] * partner_y[:, None, :])
         null[p] = misfit_of_moments(cross - centring, norms)
     return true, null
@@ -234,13 +234,13 @@ def anchor_confidence(x_anchors: np.ndarray, y_anchors: np.ndarray, rng: np.rand
                       permutations: int | None = None) -> float:
     """The smallest ``anchor_fit_gain`` with one anchor left out (the jackknife minimum, the
     left-out sets' nulls sharing ``permutations`` random pairings, by default ``null_pairings``:
-    ``leave_one_out_misfits``; the plain gain below 3 anchors). Near 1 when the two modalities' anchor codes are a similar
-    copy of each other, near 0 when the true correspondence fits no better than a random one: it
-    tests correspondence, which ``alignment_confidence`` (structure against a structure-free copy)
-    cannot. Leaving one out keeps a single anchor that is extreme in both modalities (a movie with
-    many keywords and many actors) from reading as correspondence of the whole: on the final
-    codes of Movies' seed-2 run, with its 10 anchors, the plain gain reads 0.23 and the jackknife
-    0.08 (docs/findings/anchors.md)."""
+    ``leave_one_out_misfits``; the plain gain below 3 anchors). Near 1 when the two modalities'
+    anchor codes are a similar copy of each other, near 0 when the true correspondence fits no
+    better than a random one: it tests correspondence, which ``alignment_confidence`` (structure
+    against a structure-free copy) cannot. Leaving one out keeps a single anchor that is extreme in
+    both modalities (a movie with many keywords and many actors) from reading as correspondence of
+    the whole: on the final codes of Movies' seed-2 run, with its 10 anchors, the plain gain reads
+    0.23 and the jackknife 0.08 (docs/findings/anchors.md)."""
     k = len(x_anchors)
     permutations = permutations or null_pairings(k)
     if k < 3:
@@ -284,8 +284,9 @@ def align_frames(codes: Mapping[int, np.ndarray], rotations: Mapping[int, np.nda
     codes, K x d in anchor order, NaN rows for anchors it does not hold) Q_m starts from the
     Procrustes fit on the anchors m shares with the reference alone, the batch only refining it,
     and the confidence is their ``anchor_confidence`` (else ``alignment_confidence``); a modality
-    that shares no anchor with the reference is fitted as without anchors and reads 0. The reference's confidence is the largest of the others' (it has
-    someone to learn from if anyone aligns with it)."""
+    that shares no anchor with the reference is fitted as without anchors and reads 0. The
+    reference's confidence is the largest of the others' (it has someone to learn from if anyone
+    aligns with it)."""
     reference = min(codes)
     d = codes[reference].shape[1]
     standardised = {m: standardise(z) for m, z in codes.items()}

@@ -368,7 +368,8 @@ def metrics_reply(agent: int | Agent, metrics: Mapping[str, float],
 
 def train_reply(agent: int | Agent, losses: Mapping[str, float], next_codes: np.ndarray | None = None,
                 scores: Mapping[str, float] | None = None, eval_codes: np.ndarray | None = None,
-                next_anchor_codes: AnchorCodes | None = None, weights: Mapping[str, np.ndarray] | None = None) -> Payload:
+                next_anchor_codes: AnchorCodes | None = None,
+                weights: Mapping[str, np.ndarray] | None = None) -> Payload:
     metrics = {**losses, **{EVAL_PREFIX + name: value for name, value in (scores or {}).items()}}
     arrays = {LATENT_CODES: next_codes, EVAL_CODES: eval_codes}
     reply = metrics_reply(agent, metrics, {name: np.asarray(value, np.float32) for name, value in arrays.items()
